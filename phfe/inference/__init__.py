@@ -1,0 +1,37 @@
+"""GGUF I/O and inference: header parsing, torch (de)quantization, model sources."""
+
+from phfe.inference.dequant import SUPPORTED_TYPES, dequantize
+from phfe.inference.errors import (
+    ChecksumMismatchError,
+    GGUFError,
+    GGUFFormatError,
+    SourceError,
+    TensorNotFoundError,
+    UnsupportedTensorTypeError,
+)
+from phfe.inference.gguf_file import GGUFHeader, TensorInfo, inspect_gguf, read_header
+from phfe.inference.loading import (
+    StreamingDequantizer,
+    TensorLoader,
+    streaming_dequant_context,
+    tensor_loading_context,
+)
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "ChecksumMismatchError",
+    "GGUFError",
+    "GGUFFormatError",
+    "GGUFHeader",
+    "SourceError",
+    "StreamingDequantizer",
+    "TensorInfo",
+    "TensorLoader",
+    "TensorNotFoundError",
+    "UnsupportedTensorTypeError",
+    "dequantize",
+    "inspect_gguf",
+    "read_header",
+    "streaming_dequant_context",
+    "tensor_loading_context",
+]
