@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:
-        path = resolve_source(KNOWN_SOURCES.get(args.source, args.source))
+        path = resolve_source(args.source)
         started = time.perf_counter()
         summary = inspect_gguf(path)
         elapsed = time.perf_counter() - started

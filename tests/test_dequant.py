@@ -25,11 +25,26 @@ def reference(raw: np.ndarray, ggml_type: T, shape: tuple[int, ...]) -> np.ndarr
 def assert_bit_exact(ours: torch.Tensor, ref: np.ndarray) -> None:
     assert ours.dtype == torch.float32 and tuple(ours.shape) == ref.shape
     mismatches = np.flatnonzero(ours.numpy().view(np.uint32) != ref.astype(np.float32).view(np.uint32))
-    assert mismatches.size == 0, f"{mismatches.size} elements differ, first at flat index {mismatches[0]}"
+    assert mismatches.size == 0, f"{mismatches.size} elements differ, the first at flat index {mismatches[0]}"
 
 
 def test_every_required_type_has_a_kernel() -> None:
-    required = "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL".split()
+    required = [
+        "F32",
+        "F16",
+        "BF16",
+        "Q4_0",
+        "Q4_1",
+        "Q5_0",
+        "Q5_1",
+        "Q8_0",
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "IQ4_NL",
+    ]
     assert sorted(SUPPORTED_TYPES) == sorted(required)
 
 

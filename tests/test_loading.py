@@ -19,8 +19,11 @@ from phfe.inference import (
 
 
 def open_fds() -> set[str]:
-    return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if fd.isdigit()
-            and os.path.exists(f"/proc/self/fd/{fd}")}
+    return {
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if fd.isdigit() and os.path.exists(f"/proc/self/fd/{fd}")
+    }
 
 
 def open_maps(path: Path) -> int:
@@ -58,10 +61,10 @@ def test_results_outlive_the_file(all_types_gguf: Path) -> None:
 
 def test_file_is_closed_on_exit_even_after_an_error(all_types_gguf: Path) -> None:
     fds_before, maps_before = open_fds(), open_maps(all_types_gguf)
-    with pytest.raises(TensorNotFoundError, match="'missing.weight'") as err:
-        with tensor_loading_context(all_types_gguf) as loader:
-            assert open_maps(all_types_gguf) > maps_before
-            loader.read_tensor("missing.weight")
+    missing = pytest.raises(TensorNotFoundError, match="'missing.weight'")
+    with missing as err, tensor_loading_context(all_types_gguf) as loader:
+        assert open_maps(all_types_gguf) > maps_before
+        loader.read_tensor("missing.weight")
     assert isinstance(err.value, KeyError) and str(all_types_gguf) in str(err.value)
     del err
     assert loader.closed
@@ -119,4 +122,5 @@ def test_dequantizes_on_the_gpu(all_types_gguf: Path) -> None:
         for name in loader.tensors:
             on_gpu = loader.read_tensor(name, device="cuda")
             assert on_gpu.device.type == "cuda"
-            assert np.array_equal(on_gpu.cpu().numpy().view(np.uint32), loader.read_tensor(name).numpy().view(np.uint32))
+            on_cpu = loader.read_tensor(name)
+            assert np.array_equal(on_gpu.cpu().numpy().view(np.uint32), on_cpu.numpy().view(np.uint32))

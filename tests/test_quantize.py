@@ -154,9 +154,7 @@ def test_arbitrary_finite_arrays_match_gguf_py(ggml_type: T, x: np.ndarray) -> N
 
 @pytest.mark.parametrize("ggml_type", TYPES, ids=lambda t: t.name)
 def test_round_trip_through_dequantize_matches_gguf_py(ggml_type: T) -> None:
-    x = np.concatenate(
-        [RNG.standard_normal((4, 256)).astype(np.float32).reshape(-1, 32)] + list(SPECIAL.values())
-    )
+    x = np.concatenate([RNG.standard_normal((4, 256)).astype(np.float32).reshape(-1, 32)] + list(SPECIAL.values()))
     x = comparable(x, ggml_type)
     ours = dequantize(quantize(torch.from_numpy(x), ggml_type).view(-1), ggml_type, x.shape)
     with np.errstate(all="ignore"):

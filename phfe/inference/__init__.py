@@ -16,9 +16,19 @@ from phfe.inference.loading import (
     streaming_dequant_context,
     tensor_loading_context,
 )
+from phfe.inference.quantize import UnsupportedQuantizationError, quantize
+from phfe.inference.requantize import requantize
+from phfe.inference.sources import KNOWN_SOURCES, default_cache_dir, parse_source, resolve_source
 
 __all__ = [
+    "KNOWN_SOURCES",
     "SUPPORTED_TYPES",
+    "UnsupportedQuantizationError",
+    "default_cache_dir",
+    "parse_source",
+    "quantize",
+    "requantize",
+    "resolve_source",
     "ChecksumMismatchError",
     "GGUFError",
     "GGUFFormatError",

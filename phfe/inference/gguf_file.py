@@ -7,6 +7,7 @@ length, count and offset against the file so that a corrupt file is a :class:`GG
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -89,8 +90,7 @@ class _Cursor:
         if n < 0 or start + n > self.size:
             raise GGUFFormatError(
                 self.path,
-                f"truncated or corrupt: {what} needs {n} bytes at offset {start}, "
-                f"the file has {self.size} bytes",
+                f"truncated or corrupt: {what} needs {n} bytes at offset {start}, the file has {self.size} bytes",
             )
         self.pos = start + n
         return start
@@ -210,8 +210,9 @@ def parse_header(buf: memoryview | bytes, path: str) -> GGUFHeader:
     n_tensors = cur.u64("tensor count")
     n_kv = cur.u64("metadata count")
     if n_kv * 13 > cur.size or n_tensors * 24 > cur.size:  # smallest possible entries
-        raise GGUFFormatError(path, f"corrupt header: {n_kv} metadata entries and {n_tensors} tensors "
-                                    f"cannot fit in {cur.size} bytes")
+        raise GGUFFormatError(
+            path, f"corrupt header: {n_kv} metadata entries and {n_tensors} tensors cannot fit in {cur.size} bytes"
+        )
 
     metadata: dict[str, Any] = {}
     value_types: dict[str, ValueType] = {}
@@ -258,10 +259,8 @@ def open_mmap(path: str | os.PathLike[str]) -> mmap.mmap:
 
 def close_quietly(mm: mmap.mmap) -> None:
     """Close a map unless views of it are still alive (say, in a traceback); it closes when they die."""
-    try:
+    with contextlib.suppress(BufferError):
         mm.close()
-    except BufferError:
-        pass
 
 
 def read_header(path: str | os.PathLike[str]) -> GGUFHeader:

@@ -43,8 +43,7 @@ class UnsupportedQuantizationError(ValueError):
         type_name = ggml_type.name if isinstance(ggml_type, T) else str(ggml_type)
         subject = f"tensor {name!r}" if name is not None else "a tensor"
         super().__init__(
-            f"cannot quantize {subject} to ggml type {type_name} "
-            f"(supported: {', '.join(SUPPORTED_QUANT_TYPES)})"
+            f"cannot quantize {subject} to ggml type {type_name} (supported: {', '.join(SUPPORTED_QUANT_TYPES)})"
         )
 
 
@@ -240,9 +239,7 @@ def quantize(values: torch.Tensor, ggml_type: T, *, name: str | None = None) -> 
         raise UnsupportedQuantizationError(ggml_type, name)
     subject = f"tensor {name!r}" if name is not None else "tensor"
     if values.dtype not in INPUT_DTYPES:
-        raise TypeError(
-            f"cannot quantize {subject} of dtype {values.dtype}: expected float32, float16 or bfloat16"
-        )
+        raise TypeError(f"cannot quantize {subject} of dtype {values.dtype}: expected float32, float16 or bfloat16")
     block_elems, block_bytes = GGML_QUANT_SIZES[ggml_type]
     if values.dim() == 0 or values.shape[-1] % block_elems:
         raise ValueError(

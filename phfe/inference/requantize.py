@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWriter, LlamaFileType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
 from tqdm.auto import tqdm
 
 from phfe.inference.gguf_file import TensorInfo
 from phfe.inference.loading import TensorLoader, tensor_loading_context
-from phfe.inference.quantize import SUPPORTED_QUANT_TYPES, UnsupportedQuantizationError, quantize
+from phfe.inference.quantize import UnsupportedQuantizationError, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +86,9 @@ def requantize(
 ) -> Path:
     """Write the model in GGUF file ``src`` to ``dst`` with its matrices in ``ggml_type``; return ``dst``."""
     if isinstance(ggml_type, str):
-        try:
-            ggml_type = T[ggml_type.upper()]
-        except KeyError:
-            raise UnsupportedQuantizationError(
-                f"unknown ggml type {ggml_type!r}; PHFE writes {', '.join(SUPPORTED_QUANT_TYPES)}"
-            ) from None
+        ggml_type = T.__members__.get(ggml_type.upper(), ggml_type)
     if ggml_type not in FILE_TYPES:
-        raise UnsupportedQuantizationError(
-            f"PHFE cannot write {ggml_type.name} files; it writes {', '.join(t.name for t in FILE_TYPES)}"
-        )
+        raise UnsupportedQuantizationError(ggml_type)
     dst = Path(dst)
     partial = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
     try:
@@ -109,13 +102,16 @@ def requantize(
                 n_bytes = info.n_elements // block_elems * block_bytes
                 writer.add_tensor_info(info.name, byte_shape, np.dtype(np.uint8), n_bytes, raw_dtype=out_type)
                 if out_type == T.F16 and ggml_type != T.F16 and len(info.shape) >= 2:
-                    logger.warning("%s: rows of %d do not hold whole %s blocks; stored as F16",
-                                   info.name, info.shape[-1], ggml_type.name)
+                    logger.warning(
+                        "%s: rows of %d do not hold whole %s blocks; stored as F16",
+                        info.name,
+                        info.shape[-1],
+                        ggml_type.name,
+                    )
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            for info, out_type in tqdm(plan, desc=f"{ggml_type.name} {dst.name}", unit="tensor",
-                                       disable=not progress):
+            for info, out_type in tqdm(plan, desc=f"{ggml_type.name} {dst.name}", unit="tensor", disable=not progress):
                 writer.write_tensor_data(_tensor_bytes(loader, info, out_type))
             writer.close()
         os.replace(partial, dst)

@@ -98,7 +98,11 @@ def parse_source(source: str) -> ModelSource:
 
 
 def resolve_source(source: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Return a local path to the verified file ``source`` names, fetching it into the cache if needed."""
+    """Return a local path to the verified file ``source`` names, fetching it into the cache if needed.
+
+    ``source`` may also be a short name from :data:`KNOWN_SOURCES` (e.g. ``"smollm2-135m"``).
+    """
+    source = KNOWN_SOURCES.get(source, source)
     src = parse_source(source)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if src.scheme == "local":
