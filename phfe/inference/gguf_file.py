@@ -125,8 +125,6 @@ class _Cursor:
         return out
 
     def array(self, dtype: np.dtype, count: int, what: str) -> np.ndarray:
-        if count > self.size:  # guards the multiplication below against absurd counts
-            self.need(count, what)
         start = self.need(count * dtype.itemsize, what)
         return np.frombuffer(self.buf, dtype=dtype, count=count, offset=start).copy()
 

