@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWriter, quants
 
 T = GGMLQuantizationType
 
@@ -103,3 +104,114 @@ def write_all_types_gguf(path: Path, seed: int = 0) -> Path:
             name = f"{ggml_type.name.lower()}.{'x'.join(map(str, shape))}"
             tensors[name] = (ggml_type, random_tensor_bytes(ggml_type, shape, rng))
     return write_gguf(path, tensors, ALL_VALUE_TYPES)
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A random-weight model of one architecture, small enough to build in milliseconds."""
+
+    arch: str
+    n_layers: int = 2
+    dim: int = 64
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 16
+    ffn_dim: int = 96
+    vocab_size: int = 320
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    sandwich_norms: bool = False
+    tied: bool = True
+    sliding_window: int = 0
+    rope_freqs: float | None = None  # write a rope_freqs tensor filled with this factor
+    rope_scale: float | None = None  # write linear RoPE scaling metadata with this factor
+
+
+TINY_MODELS = {
+    "llama": TinyModel("llama"),
+    "llama-untied": TinyModel("llama", tied=False, n_kv_heads=4),
+    "qwen2": TinyModel("qwen2", qkv_bias=True, tied=False),
+    # transformers reads no head_dim for qwen3 GGUF files and assumes 128, as every real Qwen3 has
+    "qwen3": TinyModel("qwen3", qk_norm=True, n_heads=2, n_kv_heads=1, head_dim=128),
+    # transformers scales gemma3 queries by its default query_pre_attn_scalar, 256 = head_dim of the real ones
+    "gemma3": TinyModel(
+        "gemma3", n_layers=7, n_heads=2, n_kv_heads=1, head_dim=256, qk_norm=True, sandwich_norms=True, sliding_window=5
+    ),
+}
+
+# Matrices cycle through these types, so every tiny model also exercises several kernels.
+WEIGHT_TYPES = (T.F32, T.Q8_0, T.F16, T.Q5_1, T.Q4_0)
+
+
+def _weights(name: str, shape: tuple[int, ...], rng: np.random.Generator, index: int) -> tuple[T, np.ndarray]:
+    if name.endswith("norm.weight"):
+        return T.F32, (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    values = (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    if len(shape) == 1:
+        return T.F32, values
+    ggml_type = WEIGHT_TYPES[index % len(WEIGHT_TYPES)]
+    if ggml_type == T.F32:
+        return T.F32, values
+    return ggml_type, quants.quantize(values, ggml_type)
+
+
+def write_tiny_model(path: Path, spec: TinyModel, seed: int = 0) -> Path:
+    """Write a complete random-weight GGUF model of ``spec``'s architecture, loadable by transformers too."""
+    rng = np.random.default_rng(seed)
+    a, s = spec.arch, spec
+    u32, f32 = GGUFValueType.UINT32, GGUFValueType.FLOAT32
+    metadata: dict[str, tuple[object, GGUFValueType, GGUFValueType | None]] = {
+        f"{a}.block_count": (s.n_layers, u32, None),
+        f"{a}.context_length": (256, u32, None),
+        f"{a}.embedding_length": (s.dim, u32, None),
+        f"{a}.feed_forward_length": (s.ffn_dim, u32, None),
+        f"{a}.attention.head_count": (s.n_heads, u32, None),
+        f"{a}.attention.head_count_kv": (s.n_kv_heads, u32, None),
+        f"{a}.attention.key_length": (s.head_dim, u32, None),
+        f"{a}.attention.value_length": (s.head_dim, u32, None),
+        f"{a}.attention.layer_norm_rms_epsilon": (1e-6, f32, None),
+        f"{a}.rope.freq_base": (10000.0 if a != "gemma3" else 1e6, f32, None),
+        f"{a}.rope.dimension_count": (s.head_dim, u32, None),
+        f"{a}.vocab_size": (s.vocab_size, u32, None),
+        "tokenizer.ggml.model": ("gpt2", GGUFValueType.STRING, None),
+        "tokenizer.ggml.pre": ("default", GGUFValueType.STRING, None),
+        "tokenizer.ggml.tokens": ([f"<t{i}>" for i in range(s.vocab_size)], GGUFValueType.ARRAY, GGUFValueType.STRING),
+        "tokenizer.ggml.token_type": ([1] * s.vocab_size, GGUFValueType.ARRAY, GGUFValueType.INT32),
+        "tokenizer.ggml.merges": (["<t 1>"], GGUFValueType.ARRAY, GGUFValueType.STRING),
+        "tokenizer.ggml.bos_token_id": (1, u32, None),
+        "tokenizer.ggml.eos_token_id": (2, u32, None),
+    }
+    if s.sliding_window:
+        metadata[f"{a}.attention.sliding_window"] = (s.sliding_window, u32, None)
+    if s.rope_scale:
+        metadata[f"{a}.rope.scaling.type"] = ("linear", GGUFValueType.STRING, None)
+        metadata[f"{a}.rope.scaling.factor"] = (s.rope_scale, f32, None)
+
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (s.vocab_size, s.dim)}
+    q_dim, kv_dim = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+    for i in range(s.n_layers):
+        layer = {
+            "attn_norm.weight": (s.dim,),
+            "attn_q.weight": (q_dim, s.dim),
+            "attn_k.weight": (kv_dim, s.dim),
+            "attn_v.weight": (kv_dim, s.dim),
+            "attn_output.weight": (s.dim, q_dim),
+            "ffn_norm.weight": (s.dim,),
+            "ffn_gate.weight": (s.ffn_dim, s.dim),
+            "ffn_up.weight": (s.ffn_dim, s.dim),
+            "ffn_down.weight": (s.dim, s.ffn_dim),
+        }
+        if s.qkv_bias:
+            layer |= {"attn_q.bias": (q_dim,), "attn_k.bias": (kv_dim,), "attn_v.bias": (kv_dim,)}
+        if s.qk_norm:
+            layer |= {"attn_q_norm.weight": (s.head_dim,), "attn_k_norm.weight": (s.head_dim,)}
+        if s.sandwich_norms:
+            layer |= {"post_attention_norm.weight": (s.dim,), "post_ffw_norm.weight": (s.dim,)}
+        shapes |= {f"blk.{i}.{name}": shape for name, shape in layer.items()}
+    shapes["output_norm.weight"] = (s.dim,)
+    if not s.tied:
+        shapes["output.weight"] = (s.vocab_size, s.dim)
+    tensors = {name: _weights(name, shape, rng, i) for i, (name, shape) in enumerate(shapes.items())}
+    if s.rope_freqs:
+        tensors["rope_freqs.weight"] = (T.F32, np.full(s.head_dim // 2, s.rope_freqs, dtype=np.float32))
+    return write_gguf(path, tensors, metadata, arch=a)
