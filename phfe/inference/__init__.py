@@ -21,6 +21,7 @@ from phfe.inference.requantize import requantize
 from phfe.inference.sources import KNOWN_SOURCES, default_cache_dir, parse_source, resolve_source
 
 __all__ = [
+    "GGUFModelPatcher",
     "KNOWN_SOURCES",
     "SUPPORTED_TYPES",
     "UnsupportedQuantizationError",
@@ -45,3 +46,12 @@ __all__ = [
     "streaming_dequant_context",
     "tensor_loading_context",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``GGUFModelPatcher`` lives with the models it patches; imported lazily to keep the layers acyclic."""
+    if name == "GGUFModelPatcher":
+        from phfe.models.patcher import GGUFModelPatcher
+
+        return GGUFModelPatcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -136,7 +136,8 @@ class Decoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
-        self.token_embd = nn.Embedding(args.vocab_size, args.dim)
+        # an explicit weight skips nn.Embedding's random init (which on the meta device costs a 1 s import)
+        self.token_embd = nn.Embedding(args.vocab_size, args.dim, _weight=torch.empty(args.vocab_size, args.dim))
         self.blk = nn.ModuleList(Block(args, layer) for layer in range(args.n_layers))
         self.output_norm = RMSNorm(args.dim, args.norm_eps)
         if not args.tied_output:
