@@ -17,12 +17,16 @@ def build_model(
 ) -> Decoder:
     """Build the model a GGUF file holds, weights dequantized to ``dtype`` on ``device``, in eval mode.
 
-    The decoder is created on the meta device and receives the file's tensors directly, so memory
-    peaks at the weights in ``dtype`` (plus one tensor being dequantized).
+    ``source`` is a path or a source string (see :func:`phfe.inference.resolve_source`); the resolved path is
+    kept as ``model.source`` and the loading stats as ``model.load_stats``. The decoder is created on the
+    meta device and receives the file's tensors directly, so memory peaks at the weights in ``dtype`` (plus
+    one tensor being dequantized).
     """
-    with tensor_loading_context(resolve_source(os.fspath(source))) as loader:
+    path = resolve_source(os.fspath(source))
+    with tensor_loading_context(path) as loader:
         args = model_args_from_gguf(loader.metadata, loader.tensors)
         with torch.device("meta"):
             model = Decoder(args)
         model.load_stats = patch_from_loader(loader, model, device, dtype)
+    model.source = path
     return model.eval()
