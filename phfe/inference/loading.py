@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -58,7 +59,15 @@ class TensorLoader:
         raw = self.read_raw(name)
         if torch.device(device).type != "cpu":
             raw = raw.to(device, non_blocking=False)
-        return dequantize(raw, info.type, info.shape, dtype)
+        tensor = dequantize(raw, info.type, info.shape, dtype)
+        self._release(info)
+        return tensor
+
+    def _release(self, info: TensorInfo) -> None:
+        """Drop the map's pages of a tensor already read: loading a model then peaks at the weights, not the
+        weights plus the file (the pages stay in the page cache and come back if read again)."""
+        start = info.offset - info.offset % mmap.PAGESIZE
+        self._mmap.madvise(mmap.MADV_DONTNEED, start, info.offset + info.n_bytes - start)
 
     def close(self) -> None:
         self._bytes = None

@@ -1,0 +1,476 @@
+"""Paged KV cache with token-granular prefix caching, and flex_attention masks over it.
+
+Storage: one tensor ``kv`` of shape ``(num_layers, 2, num_heads, num_blocks * block_size, head_dim)``
+(K at ``kv[layer, 0]``, V at ``kv[layer, 1]``; ``num_heads`` is the number of KV heads). Physical slot
+``block * block_size + offset`` holds logical position ``i * block_size + offset`` of every sequence
+whose block table has ``block`` at index ``i``. Block 0 is the null block: never allocated, padding
+entries point at it, so the capacity is ``(num_blocks - 1) * block_size`` tokens.
+
+Prefix caching: committed full blocks are indexed by a hash chain ``H(parent hash, block tokens)``;
+a hit also checks the block's tokens and its parent block, so a hash collision never returns
+another prompt's KV. A shared prefix that ends mid-block is reused by copying the KV of its first
+``m`` tokens from a committed block with the same parent into the sequence's fresh block.
+Unreferenced cached blocks stay until evicted, least recently used first; evicting a block also
+drops its cached descendants (their prefix is gone).
+
+One step of the engine: ``allocate_sequence`` a few sequences, one forward pass over their packed
+new tokens (``get_slot_mapping``, ``query_layout``, ``build_causal_mask``; in every layer
+``update_kv_cache`` then attention over ``get_kv_cache``), ``commit`` them, later ``free_sequence``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.attention.flex_attention import BlockMask
+
+NULL_BLOCK = 0
+_ROOT_HASH = b""
+
+
+class CacheFullError(RuntimeError):
+    """Not enough free blocks for a sequence, even after evicting every unreferenced cached block."""
+
+
+def _block_hash(parent_hash: bytes, token_bytes: bytes) -> bytes:
+    """One link of the hash chain: H(parent hash, this block's tokens as int64 bytes)."""
+    return hashlib.blake2b(parent_hash + token_bytes, digest_size=16).digest()
+
+
+def _kv_shape(num_blocks: int, block_size: int, num_layers: int, num_heads: int, head_dim: int) -> tuple[int, ...]:
+    return (num_layers, 2, num_heads, num_blocks * block_size, head_dim)
+
+
+def estimate_kv_cache_memory(
+    num_blocks: int, block_size: int, num_layers: int, num_heads: int, head_dim: int, dtype: torch.dtype = torch.float32
+) -> dict[str, float | int]:
+    """Exactly what ``KVCacheManager`` allocates for this geometry (GB = 1e9 bytes)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    kv_bytes = math.prod(_kv_shape(num_blocks, block_size, num_layers, num_heads, head_dim)) * element
+    bytes_per_token = num_layers * 2 * num_heads * head_dim * element
+    return {
+        "kv_cache_bytes": kv_bytes,
+        "kv_cache_gb": kv_bytes / 1e9,
+        "bytes_per_token": bytes_per_token,
+        "bytes_per_block": bytes_per_token * block_size,
+        "capacity_tokens": (num_blocks - 1) * block_size,
+        "num_blocks": num_blocks,
+        "block_size": block_size,
+    }
+
+
+def blocks_for_budget(
+    memory_gb: float,
+    block_size: int,
+    num_layers: int,
+    num_heads: int,
+    head_dim: int,
+    dtype: torch.dtype = torch.float32,
+) -> int:
+    """The largest ``num_blocks`` whose KV cache fits in ``memory_gb`` (1e9 bytes) GB."""
+    per_block = estimate_kv_cache_memory(1, block_size, num_layers, num_heads, head_dim, dtype)["kv_cache_bytes"]
+    num_blocks = int(memory_gb * 1e9) // per_block
+    if num_blocks < 2:
+        raise ValueError(f"{memory_gb} GB holds {num_blocks} blocks of {per_block} bytes; need at least 2")
+    return num_blocks
+
+
+@dataclass
+class Block:
+    """Metadata of one physical block."""
+
+    block_id: int
+    ref_count: int = 0
+    hash: bytes | None = None  # key in the full-block hash index, if registered there
+    tokens: tuple[int, ...] = ()  # the tokens whose KV it holds (set at commit)
+    parent: int = NULL_BLOCK  # the previous block of its sequence (NULL_BLOCK for the first)
+    computed: bool = False  # KV written and committed
+    cached: bool = False  # in the prefix cache: may be hit or copied by later sequences
+
+
+@dataclass
+class _Sequence:
+    tokens: tuple[int, ...]
+    blocks: list[int]
+    hits: int  # leading tokens served from the cache
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated ``range(starts[i], starts[i] + lengths[i])``: (owner i, value) per element."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.cumsum(lengths) - lengths
+    return owner, starts[owner] + np.arange(int(lengths.sum())) - first[owner]
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class KVCacheManager:
+    """Paged KV cache for packed-batch (batch dim 1) forward passes, with prefix caching."""
+
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        prefix_caching: bool = True,
+    ):
+        if num_blocks < 2 or block_size < 1:
+            raise ValueError(
+                f"need num_blocks >= 2 (block 0 is reserved) and block_size >= 1, got {num_blocks}, {block_size}"
+            )
+        self.num_blocks, self.block_size, self.num_layers = num_blocks, block_size, num_layers
+        self.num_heads, self.head_dim, self.device, self.dtype = num_heads, head_dim, torch.device(device), dtype
+        self.prefix_caching = prefix_caching
+        self.kv = torch.zeros(
+            _kv_shape(num_blocks, block_size, num_layers, num_heads, head_dim), dtype=dtype, device=device
+        )
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self._free: deque[int] = deque(range(1, num_blocks))  # unreferenced, holding nothing reusable
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # unreferenced cached blocks, LRU first
+        self._hash_index: dict[bytes, int] = {}
+        self._children: dict[int, dict[int, None]] = {}  # parent block -> its cached child blocks
+        self._seqs: dict[Hashable, _Sequence] = {}
+        self._counts = dict.fromkeys(("tokens_requested", "hit_tokens", "peak_blocks_used", "evictions"), 0)
+        # Persistent buffers read by the masks' mask_mod (grown on demand, rewritten by each build).
+        self._q_seq = torch.zeros(1, dtype=torch.int32, device=device)
+        self._q_pos = torch.zeros(1, dtype=torch.int32, device=device)
+        self._table = torch.zeros(1, 1, dtype=torch.int32, device=device)
+        self._block_logical = torch.zeros(num_blocks, dtype=torch.int32, device=device)
+
+    # ------------------------------------------------------------------ allocation and prefix cache
+    @property
+    def num_slots(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks an allocation can take: free plus evictable (unreferenced cached)."""
+        return len(self._free) + len(self._evictable)
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks referenced by live sequences."""
+        return self.num_blocks - 1 - self.num_free_blocks
+
+    def allocate_sequence(
+        self, seq_id: Hashable, tokens: Sequence[int], max_cached: int | None = None
+    ) -> tuple[list[int], int]:
+        """Reserve blocks for ``tokens``, reusing the longest committed cached prefix (at most
+        ``max_cached`` tokens, default ``len(tokens) - 1``). Returns (new block ids, hit tokens).
+        Raises ``CacheFullError`` (state unchanged) when the blocks cannot be found."""
+        if seq_id in self._seqs:
+            raise ValueError(f"sequence {seq_id!r} is already allocated")
+        tokens = tuple(int(t) for t in tokens)
+        if not tokens:
+            raise ValueError(f"sequence {seq_id!r} has no tokens")
+        bs = self.block_size
+        cap = len(tokens) - 1 if max_cached is None else max(0, min(max_cached, len(tokens)))
+        n_total = -(-len(tokens) // bs)
+        if n_total > self.num_blocks - 1:
+            raise CacheFullError(
+                f"sequence {seq_id!r} of {len(tokens)} tokens needs {n_total} blocks, more than the cache's "
+                f"capacity of {self.num_blocks - 1} blocks ({(self.num_blocks - 1) * bs} tokens)"
+            )
+        hit_blocks, source, m = self._match(tokens, cap) if self.prefix_caching else ([], None, 0)
+        n_new = n_total - len(hit_blocks)
+        pinned = [b for b in [*hit_blocks, source] if b is not None and self.blocks[b].ref_count == 0]
+        if n_new > self.num_free_blocks - len(pinned):
+            raise CacheFullError(
+                f"sequence {seq_id!r} needs {n_new} new blocks but only {self.num_free_blocks - len(pinned)} are "
+                f"free or evictable ({self.num_used_blocks} in use; capacity {self.num_blocks - 1} blocks of {bs})"
+            )
+        # Reference the hits (and pin the copy source) before taking new blocks, so that taking them
+        # cannot evict what was just matched.
+        for b in [*hit_blocks, source]:
+            if b is not None:
+                self._ref(b)
+        new_blocks = [self._take_block() for _ in range(n_new)]
+        if source is not None:
+            src, dst = source * bs, new_blocks[0] * bs
+            self.kv[:, :, :, dst : dst + m] = self.kv[:, :, :, src : src + m]
+            self._unref(source)
+        hits = len(hit_blocks) * bs + m
+        self._seqs[seq_id] = _Sequence(tokens, hit_blocks + new_blocks, hits)
+        self._counts["tokens_requested"] += len(tokens)
+        self._counts["hit_tokens"] += hits
+        self._counts["peak_blocks_used"] = max(self._counts["peak_blocks_used"], self.num_used_blocks)
+        return new_blocks, hits
+
+    def _match(self, tokens: tuple[int, ...], cap: int) -> tuple[list[int], int | None, int]:
+        """Read-only lookup: (full blocks hit, copy-source block or None, tokens to copy from it)."""
+        bs = self.block_size
+        token_bytes = np.asarray(tokens, dtype=np.int64).tobytes()
+        hits: list[int] = []
+        parent, parent_hash = NULL_BLOCK, _ROOT_HASH
+        while (len(hits) + 1) * bs <= cap:
+            k = len(hits)
+            h = _block_hash(parent_hash, token_bytes[k * bs * 8 : (k + 1) * bs * 8])
+            block = self.blocks[self._hash_index.get(h, NULL_BLOCK)]
+            if block.block_id == NULL_BLOCK or block.parent != parent or block.tokens != tokens[k * bs : (k + 1) * bs]:
+                break  # a miss, or a hash collision: only the tokens and the parent chain are trusted
+            hits.append(block.block_id)
+            parent, parent_hash = block.block_id, h
+        start = len(hits) * bs
+        wanted = tokens[start : start + min(bs, cap - start)]
+        source, m = None, 0
+        for child in self._children.get(parent, ()) if wanted else ():
+            n = _common_prefix(self.blocks[child].tokens, wanted)
+            if n > m:
+                source, m = child, n
+        return hits, source, m
+
+    def commit(self, seq_id: Hashable) -> None:
+        """The sequence's KV is computed: its new blocks become prefix-cache entries (full blocks in
+        the hash index, the partial tail block as a copy source)."""
+        seq = self._seqs[seq_id]
+        bs = self.block_size
+        token_bytes = np.asarray(seq.tokens, dtype=np.int64).tobytes()
+        parent, parent_hash = NULL_BLOCK, _ROOT_HASH
+        for i, block_id in enumerate(seq.blocks):
+            block, chunk = self.blocks[block_id], seq.tokens[i * bs : (i + 1) * bs]
+            h = _block_hash(parent_hash, token_bytes[i * bs * 8 : (i + 1) * bs * 8]) if len(chunk) == bs else None
+            if not block.computed:
+                block.computed, block.tokens, block.parent = True, chunk, parent
+                if self.prefix_caching:
+                    self._register(block, h)
+            parent, parent_hash = block_id, h
+
+    def _register(self, block: Block, h: bytes | None) -> None:
+        if block.parent != NULL_BLOCK and not self.blocks[block.parent].cached:
+            return  # its prefix is not in the cache, so nothing could reach it
+        siblings = self._children.setdefault(block.parent, {})
+        n = len(block.tokens)
+        if any(self.blocks[s].tokens[:n] == block.tokens for s in siblings):
+            return  # the same tokens are already cached (e.g. two sequences computed them in one step)
+        siblings[block.block_id] = None
+        block.cached = True
+        if h is not None and h not in self._hash_index:
+            block.hash = h
+            self._hash_index[h] = block.block_id
+
+    def free_sequence(self, seq_id: Hashable) -> None:
+        """Drop the sequence's references, tail block first (head blocks, likelier shared, stay longer)."""
+        for block_id in reversed(self._seqs.pop(seq_id).blocks):
+            self._unref(block_id)
+
+    def _ref(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self._evictable[block_id]
+        block.ref_count += 1
+
+    def _unref(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            if block.cached:
+                self._evictable[block_id] = None  # most recently used end
+            else:
+                self.blocks[block_id] = Block(block_id)
+                self._free.append(block_id)
+
+    def _take_block(self) -> int:
+        """A fresh block with one reference: a free one, else the least recently used evictable one."""
+        if self._free:
+            block_id = self._free.popleft()
+        else:
+            block_id, _ = self._evictable.popitem(last=False)
+            self._uncache(block_id)
+        self.blocks[block_id] = Block(block_id, ref_count=1)
+        return block_id
+
+    def _uncache(self, block_id: int) -> None:
+        """Evict a block and its cached descendants from the prefix cache."""
+        stack = [block_id]
+        while stack:
+            block = self.blocks[stack.pop()]
+            self._children.get(block.parent, {}).pop(block.block_id, None)
+            if block.hash is not None:
+                del self._hash_index[block.hash]
+            stack.extend(self._children.pop(block.block_id, ()))
+            block.cached, block.hash = False, None
+            self._counts["evictions"] += 1
+            if block.block_id != block_id and block.ref_count == 0:
+                del self._evictable[block.block_id]
+                self._free.append(block.block_id)
+
+    # ------------------------------------------------------------------ per-sequence views
+    def block_table(self, seq_id: Hashable) -> list[int]:
+        return list(self._seqs[seq_id].blocks)
+
+    def sequence_length(self, seq_id: Hashable) -> int:
+        return len(self._seqs[seq_id].tokens)
+
+    def num_cached_tokens(self, seq_id: Hashable) -> int:
+        """Leading tokens served from the cache at allocation."""
+        return self._seqs[seq_id].hits
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """Tokens served from the cache / tokens requested, over all allocations."""
+        return self._counts["hit_tokens"] / max(self._counts["tokens_requested"], 1)
+
+    @property
+    def stats(self) -> dict[str, float | int]:
+        c = self._counts
+        return {
+            **c,
+            "computed_tokens": c["tokens_requested"] - c["hit_tokens"],
+            "hit_rate": self.cache_hit_rate,
+            "blocks_used": self.num_used_blocks,
+            "cached_blocks": sum(block.cached for block in self.blocks),
+        }
+
+    # ------------------------------------------------------------------ packed batch layout
+    def _layout(self, seq_ids: Sequence[Hashable]) -> tuple[np.ndarray, ...]:
+        """Packed new tokens of ``seq_ids``: (seq index, position, slot) per token, and the padded
+        (n_seqs, max_blocks) block table (NULL_BLOCK padding), new-token counts and hits per sequence."""
+        seqs = [self._seqs[s] for s in seq_ids]
+        hits = np.array([s.hits for s in seqs], dtype=np.int64)
+        counts = np.array([len(s.tokens) for s in seqs], dtype=np.int64) - hits
+        table = np.zeros((len(seqs), max((len(s.blocks) for s in seqs), default=1)), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            table[i, : len(s.blocks)] = s.blocks
+        seq_index, positions = _ranges(hits, counts)
+        bs = self.block_size
+        slots = table[seq_index, positions // bs] * bs + positions % bs
+        return seq_index, positions, slots, table, counts, hits
+
+    def get_slot_mapping(self, seq_ids: Sequence[Hashable]) -> torch.Tensor:
+        """Physical slots of the tokens to compute (positions hits..len-1 of each sequence, packed in
+        ``seq_ids`` order): where ``update_kv_cache`` writes."""
+        return torch.from_numpy(self._layout(seq_ids)[2]).to(self.device)
+
+    def query_layout(self, seq_ids: Sequence[Hashable]) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the same packed tokens: index into ``seq_ids`` and logical position (for RoPE)."""
+        seq_index, positions = self._layout(seq_ids)[:2]
+        return torch.from_numpy(seq_index).to(self.device), torch.from_numpy(positions).to(self.device)
+
+    # ------------------------------------------------------------------ KV storage
+    def get_kv_cache(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views (1, num_heads, num_slots, head_dim) of the layer's K and V, as flex_attention takes them."""
+        return self.kv[layer, 0].unsqueeze(0), self.kv[layer, 1].unsqueeze(0)
+
+    def update_kv_cache(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+        """Write k, v of shape (1, num_heads, n_tokens, head_dim) at the n_tokens ``slot_mapping`` slots."""
+        self.kv[layer, 0].index_copy_(1, slot_mapping, k[0].to(self.dtype))
+        self.kv[layer, 1].index_copy_(1, slot_mapping, v[0].to(self.dtype))
+
+    # ------------------------------------------------------------------ attention mask
+    def build_causal_mask(
+        self, seq_ids: Sequence[Hashable], sliding_window: int = 0, q_len: int | None = None, q_block_size: int = 128
+    ) -> BlockMask:
+        """flex_attention ``BlockMask`` for the packed new tokens of ``seq_ids`` (padded to ``q_len``;
+        padding queries see nothing) against all ``num_slots`` slots: a query sees a slot iff it is
+        in its own sequence's block table at a logical position <= its own (and > position -
+        sliding_window when sliding_window > 0). KV block size = ``block_size``.
+
+        The mask_mod reads persistent buffers of this manager: a mask stays valid until the next
+        build for other sequences (masks of one step, e.g. global and sliding-window, share them)."""
+        seq_index, positions, _, table, counts, hits = self._layout(seq_ids)
+        n_q = len(positions)
+        q_len = n_q if q_len is None else q_len
+        if q_len < max(n_q, 1):
+            raise ValueError(f"q_len={q_len} is less than the {n_q} packed query tokens (and must be >= 1)")
+        self._fill_mask_buffers(seq_index, positions, table, q_len)
+        partial, full = self._kv_blocks(table, counts, hits, q_len, q_block_size, sliding_window)
+        q_seq, q_pos, owner_table, block_logical = self._q_seq, self._q_pos, self._table, self._block_logical
+        bs = self.block_size
+
+        def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+            block = kv_idx // bs
+            logical_block = block_logical[block]
+            position = logical_block * bs + kv_idx % bs
+            visible = (owner_table[q_seq[q_idx], logical_block] == block) & (position <= q_pos[q_idx])
+            if sliding_window > 0:
+                visible = visible & (position > q_pos[q_idx] - sliding_window)
+            return visible
+
+        return BlockMask.from_kv_blocks(
+            *partial,
+            *full,
+            BLOCK_SIZE=(q_block_size, bs),
+            mask_mod=mask_mod,
+            seq_lengths=(q_len, self.num_slots),
+            compute_q_blocks=False,
+        )
+
+    def _fill_mask_buffers(self, seq_index: np.ndarray, positions: np.ndarray, table: np.ndarray, q_len: int) -> None:
+        """Per query: sequence row and position (-1 for padding); per sequence row: its block table;
+        per physical block: its logical index in the tables that hold it (a shared prefix block has the
+        same index in all of them; blocks in none get 0, which never matches)."""
+        n_q, (n_seqs, width) = len(positions), table.shape
+        if len(self._q_seq) < q_len:
+            size = 1 << (q_len - 1).bit_length()
+            self._q_seq, self._q_pos = (torch.zeros(size, dtype=torch.int32, device=self.device) for _ in range(2))
+        if self._table.shape[0] < n_seqs or self._table.shape[1] < width:
+            rows, cols = max(n_seqs, self._table.shape[0]), max(width, self._table.shape[1])
+            shape = (1 << (rows - 1).bit_length(), 1 << (cols - 1).bit_length())
+            self._table = torch.zeros(shape, dtype=torch.int32, device=self.device)
+        pad = q_len - n_q
+        self._q_seq[:q_len] = torch.from_numpy(np.pad(seq_index, (0, pad)).astype(np.int32))
+        self._q_pos[:q_len] = torch.from_numpy(np.pad(positions, (0, pad), constant_values=-1).astype(np.int32))
+        self._table[:n_seqs] = 0
+        self._table[:n_seqs, :width] = torch.from_numpy(table.astype(np.int32))
+        logical = np.zeros(self.num_blocks, dtype=np.int32)
+        rows, cols = np.nonzero(table)
+        logical[table[rows, cols]] = cols
+        self._block_logical.copy_(torch.from_numpy(logical))
+
+    def _kv_blocks(
+        self, table: np.ndarray, counts: np.ndarray, hits: np.ndarray, q_len: int, q_block: int, window: int
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """(kv_num_blocks, kv_indices) of the partial and of the full blocks, per q block.
+
+        Each q block is cut into segments, one per sequence it holds; a segment needs its sequence's
+        logical blocks from the window start of its first query to the block of its last query.
+        A kv block is full (mask_mod skipped) only in a q block held entirely by one sequence, when
+        every query of the block sees all of its slots; every other needed block is partial."""
+        bs, n_qb = self.block_size, -(-q_len // q_block)
+        offsets = np.cumsum(counts) - counts
+        first_qb = offsets // q_block
+        n_segments = np.where(counts > 0, (offsets + counts - 1) // q_block - first_qb + 1, 0)
+        seg_seq, seg_qb = _ranges(first_qb, n_segments)
+        row0 = np.maximum(offsets[seg_seq], seg_qb * q_block)
+        row1 = np.minimum(offsets[seg_seq] + counts[seg_seq], (seg_qb + 1) * q_block)
+        pmin = hits[seg_seq] + row0 - offsets[seg_seq]
+        pmax = pmin + row1 - row0 - 1
+        whole = (row0 == seg_qb * q_block) & (row1 == np.minimum((seg_qb + 1) * q_block, q_len))
+        lo = np.maximum(pmin - window + 1, 0) // bs if window > 0 else np.zeros_like(pmin)
+        seg, logical = _ranges(lo, pmax // bs - lo + 1)
+        physical = table[seg_seq[seg], logical]
+        full = whole[seg] & ((logical + 1) * bs - 1 <= pmin[seg])
+        if window > 0:
+            full &= logical * bs > pmax[seg] - window
+        # One entry per (q block, physical block): a block shared by two segments of a q block is partial.
+        keys, first = np.unique(seg_qb[seg] * self.num_blocks + physical, return_index=True)
+        full = full[first]
+
+        def ordered(keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            rows, cols = keys // self.num_blocks, keys % self.num_blocks
+            num = np.bincount(rows, minlength=n_qb)
+            rank = np.arange(len(keys)) - (np.cumsum(num) - num)[rows]
+            compact = np.zeros((n_qb, max(int(num.max(initial=0)), 1)), dtype=np.int32)
+            compact[rows, rank] = cols
+            indices = torch.zeros(1, 1, n_qb, self.num_blocks, dtype=torch.int32, device=self.device)
+            indices[0, 0, :, : compact.shape[1]] = torch.from_numpy(compact)
+            return torch.from_numpy(num.astype(np.int32)).to(self.device)[None, None], indices
+
+        return ordered(keys[~full]), ordered(keys[full])
