@@ -329,6 +329,8 @@ class KVCacheManager:
 
     @property
     def stats(self) -> dict[str, float | int]:
+        """Tokens requested / served from cache / computed, hit rate, blocks in use now and at peak,
+        blocks in the prefix cache, evictions."""
         c = self._counts
         return {
             **c,
