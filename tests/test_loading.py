@@ -124,3 +124,26 @@ def test_dequantizes_on_the_gpu(all_types_gguf: Path) -> None:
             assert on_gpu.device.type == "cuda"
             on_cpu = loader.read_tensor(name)
             assert np.array_equal(on_gpu.cpu().numpy().view(np.uint32), on_cpu.numpy().view(np.uint32))
+
+
+def mapped_rss(path: Path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.real_model
+def test_released_tensors_leave_memory_and_read_back_identically(smollm2_path: Path) -> None:
+    with tensor_loading_context(smollm2_path) as loader:
+        first = {name: loader.read_tensor(name) for name in loader.tensors}
+        touched = mapped_rss(smollm2_path)
+        for name in loader.tensors:
+            loader.release(name)
+        assert mapped_rss(smollm2_path) < touched / 10
+        assert all(torch.equal(loader.read_tensor(name), tensor) for name, tensor in first.items())

@@ -59,13 +59,12 @@ class TensorLoader:
         raw = self.read_raw(name)
         if torch.device(device).type != "cpu":
             raw = raw.to(device, non_blocking=False)
-        tensor = dequantize(raw, info.type, info.shape, dtype)
-        self._release(info)
-        return tensor
+        return dequantize(raw, info.type, info.shape, dtype)
 
-    def _release(self, info: TensorInfo) -> None:
-        """Drop the map's pages of a tensor already read: loading a model then peaks at the weights, not the
-        weights plus the file (the pages stay in the page cache and come back if read again)."""
+    def release(self, name: str) -> None:
+        """Drop the map's pages of a tensor already read, so that loading a whole model peaks at the weights,
+        not the weights plus the file (the pages stay in the page cache and come back if read again)."""
+        info = self.info(name)
         start = info.offset - info.offset % mmap.PAGESIZE
         self._mmap.madvise(mmap.MADV_DONTNEED, start, info.offset + info.n_bytes - start)
 
@@ -113,7 +112,10 @@ class StreamingDequantizer:
     def iter_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for start in range(0, len(self.names), self.batch_size):
             names = self.names[start : start + self.batch_size]
-            yield {name: self.loader.read_tensor(name, self.device, self.dtype) for name in names}
+            batch = {name: self.loader.read_tensor(name, self.device, self.dtype) for name in names}
+            for name in names:
+                self.loader.release(name)
+            yield batch
 
 
 @contextmanager

@@ -133,6 +133,7 @@ def patch_from_loader(
         current = params[target]
         target_device = device or (current.device if current.device.type != "meta" else "cpu")
         staged[target] = transform(name, loader.read_tensor(name, target_device, dtype or current.dtype))
+        loader.release(name)
     for target, value in staged.items():
         _set_parameter(model, target, value)
     if device is not None:
