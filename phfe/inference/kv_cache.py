@@ -99,6 +99,7 @@ class _Sequence:
     tokens: tuple[int, ...]
     blocks: list[int]
     hits: int  # leading tokens served from the cache
+    computed: int  # leading tokens whose KV is in the cache (or served from it); the rest is to compute
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,11 +208,38 @@ class KVCacheManager:
             self.kv[:, :, :, dst : dst + m] = self.kv[:, :, :, src : src + m]
             self._unref(source)
         hits = len(hit_blocks) * bs + m
-        self._seqs[seq_id] = _Sequence(tokens, hit_blocks + new_blocks, hits)
+        self._seqs[seq_id] = _Sequence(tokens, hit_blocks + new_blocks, hits, hits)
         self._counts["tokens_requested"] += len(tokens)
         self._counts["hit_tokens"] += hits
         self._counts["peak_blocks_used"] = max(self._counts["peak_blocks_used"], self.num_used_blocks)
         return new_blocks, hits
+
+    def extend_sequence(self, seq_id: Hashable, tokens: Sequence[int]) -> list[int]:
+        """Append ``tokens`` (say, a generated one) to a committed sequence; they are the next to compute.
+        Returns the new block ids; raises ``CacheFullError`` (state unchanged) when no block can be found."""
+        seq = self._seqs[seq_id]
+        extended = seq.tokens + tuple(int(t) for t in tokens)
+        n_new = -(-len(extended) // self.block_size) - len(seq.blocks)
+        if n_new > self.num_free_blocks:
+            raise CacheFullError(
+                f"sequence {seq_id!r} needs {n_new} more blocks to reach {len(extended)} tokens but only "
+                f"{self.num_free_blocks} are free or evictable (capacity {self.num_blocks - 1} blocks)"
+            )
+        new_blocks = [self._take_block() for _ in range(n_new)]
+        seq.blocks += new_blocks
+        seq.computed, seq.tokens = len(seq.tokens), extended
+        self._counts["tokens_requested"] += len(extended) - seq.computed
+        self._counts["peak_blocks_used"] = max(self._counts["peak_blocks_used"], self.num_used_blocks)
+        return new_blocks
+
+    def cached_prefix_length(self, tokens: Sequence[int], max_cached: int | None = None) -> int:
+        """How many leading tokens an allocation of ``tokens`` would serve from the cache now (read-only)."""
+        tokens = tuple(int(t) for t in tokens)
+        cap = len(tokens) - 1 if max_cached is None else max(0, min(max_cached, len(tokens)))
+        if not self.prefix_caching or not tokens:
+            return 0
+        hit_blocks, _, m = self._match(tokens, cap)
+        return len(hit_blocks) * self.block_size + m
 
     def _match(self, tokens: tuple[int, ...], cap: int) -> tuple[list[int], int | None, int]:
         """Read-only lookup: (full blocks hit, copy-source block or None, tokens to copy from it)."""
@@ -240,6 +268,7 @@ class KVCacheManager:
         """The sequence's KV is computed: its new blocks become prefix-cache entries (full blocks in
         the hash index, the partial tail block as a copy source)."""
         seq = self._seqs[seq_id]
+        seq.computed = len(seq.tokens)
         bs = self.block_size
         token_bytes = np.asarray(seq.tokens, dtype=np.int64).tobytes()
         parent, parent_hash = NULL_BLOCK, _ROOT_HASH
@@ -318,6 +347,11 @@ class KVCacheManager:
     def sequence_length(self, seq_id: Hashable) -> int:
         return len(self._seqs[seq_id].tokens)
 
+    def tokens_to_compute(self, seq_id: Hashable) -> tuple[int, ...]:
+        """The sequence's tokens whose KV is not in the cache yet (those a forward pass must compute)."""
+        seq = self._seqs[seq_id]
+        return seq.tokens[seq.computed :]
+
     def num_cached_tokens(self, seq_id: Hashable) -> int:
         """Leading tokens served from the cache at allocation."""
         return self._seqs[seq_id].hits
@@ -343,9 +377,10 @@ class KVCacheManager:
     # ------------------------------------------------------------------ packed batch layout
     def _layout(self, seq_ids: Sequence[Hashable]) -> tuple[np.ndarray, ...]:
         """Packed new tokens of ``seq_ids``: (seq index, position, slot) per token, and the padded
-        (n_seqs, max_blocks) block table (NULL_BLOCK padding), new-token counts and hits per sequence."""
+        (n_seqs, max_blocks) block table (NULL_BLOCK padding), new-token counts and computed prefix
+        lengths per sequence."""
         seqs = [self._seqs[s] for s in seq_ids]
-        hits = np.array([s.hits for s in seqs], dtype=np.int64)
+        hits = np.array([s.computed for s in seqs], dtype=np.int64)
         counts = np.array([len(s.tokens) for s in seqs], dtype=np.int64) - hits
         table = np.zeros((len(seqs), max((len(s.blocks) for s in seqs), default=1)), dtype=np.int64)
         for i, s in enumerate(seqs):
@@ -356,7 +391,7 @@ class KVCacheManager:
         return seq_index, positions, slots, table, counts, hits
 
     def get_slot_mapping(self, seq_ids: Sequence[Hashable]) -> torch.Tensor:
-        """Physical slots of the tokens to compute (positions hits..len-1 of each sequence, packed in
+        """Physical slots of the tokens to compute (positions computed..len-1 of each sequence, packed in
         ``seq_ids`` order): where ``update_kv_cache`` writes."""
         return torch.from_numpy(self._layout(seq_ids)[2]).to(self.device)
 

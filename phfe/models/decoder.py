@@ -147,8 +147,14 @@ class Decoder(nn.Module):
             self.rope_freqs.weight = nn.Parameter(torch.ones(args.rope_dim // 2))
 
     def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor | None = None, attend: AttentionFn | None = None
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attend: AttentionFn | None = None,
+        logits_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Logits (B, T, vocab) of ``tokens`` (B, T); with ``logits_rows``, only of those token indices
+        (B, len(rows), vocab), which spares the output projection for tokens whose prediction is unused."""
         if positions is None:
             positions = torch.arange(tokens.shape[-1], device=tokens.device).expand_as(tokens)
         attend = attend or CausalAttention(self.args)
@@ -163,6 +169,8 @@ class Decoder(nn.Module):
                 rotary = Rotary(self.args, *key, factors)
                 rotaries[key] = rotary, rotary.angles(positions)
             x = block(x, *rotaries[key], attend)
+        if logits_rows is not None:
+            x = x[:, logits_rows]
         x = self.output_norm(x)
         weight = self.token_embd.weight if self.args.tied_output else self.output.weight
         return F.linear(x, weight)
