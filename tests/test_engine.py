@@ -10,6 +10,7 @@ import torch
 
 from phfe.inference.engine import Engine
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager
+from phfe.inference.transformers_backend import TransformersEngine
 from phfe.models import Decoder, build_model, load_tokenizer
 from tests.gguf_factory import TINY_MODELS, write_tiny_model
 
@@ -181,3 +182,14 @@ def test_gemma_sliding_window_over_the_cache(gemma3_path: Path) -> None:
     prefix = [2] + [rng.randrange(1000, 20000) for _ in range(600)]
     requests = [(prefix + [rng.randrange(1000, 20000)], [rng.randrange(1000, 20000)]) for _ in range(3)]
     assert_matches(engine.score_tokens(requests), reference_scores(engine.model, requests))
+
+
+def test_the_transformers_backend_agrees(tiny_path: Path, tmp_path: Path) -> None:
+    engine = make_engine(tiny_path, tmp_path)
+    reference = TransformersEngine.from_gguf(tiny_path, batch_size=4)
+    requests = workload(engine.model.args.vocab_size, seed=2)
+    for ours, theirs in zip(engine.score_tokens(requests), reference.score_tokens(requests), strict=True):
+        assert abs(ours.logprob - theirs.logprob) <= 1e-3 * ours.n_tokens
+        assert ours.is_greedy == theirs.is_greedy
+    prompts = [[3, 4, 5], [7] * 9]
+    assert engine.generate_tokens(prompts, max_new_tokens=5) == reference.generate_tokens(prompts, max_new_tokens=5)

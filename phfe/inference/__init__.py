@@ -1,4 +1,6 @@
-"""GGUF I/O and inference: header parsing, torch (de)quantization, model sources."""
+"""GGUF I/O and inference: header parsing, torch (de)quantization, model sources, the paged engine."""
+
+import importlib
 
 from phfe.inference.dequant import SUPPORTED_TYPES, dequantize
 from phfe.inference.errors import (
@@ -10,6 +12,7 @@ from phfe.inference.errors import (
     UnsupportedTensorTypeError,
 )
 from phfe.inference.gguf_file import GGUFHeader, TensorInfo, inspect_gguf, read_header
+from phfe.inference.kv_cache import CacheFullError, KVCacheManager, blocks_for_budget, estimate_kv_cache_memory
 from phfe.inference.loading import (
     StreamingDequantizer,
     TensorLoader,
@@ -21,7 +24,14 @@ from phfe.inference.requantize import requantize
 from phfe.inference.sources import KNOWN_SOURCES, default_cache_dir, parse_source, resolve_source
 
 __all__ = [
+    "CacheFullError",
+    "Engine",
     "GGUFModelPatcher",
+    "KVCacheManager",
+    "ScoreResult",
+    "TransformersEngine",
+    "blocks_for_budget",
+    "estimate_kv_cache_memory",
     "KNOWN_SOURCES",
     "SUPPORTED_TYPES",
     "UnsupportedQuantizationError",
@@ -48,10 +58,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """``GGUFModelPatcher`` lives with the models it patches; imported lazily to keep the layers acyclic."""
-    if name == "GGUFModelPatcher":
-        from phfe.models.patcher import GGUFModelPatcher
+# These build on phfe.models, which builds on this package: imported on first use to keep the layers acyclic.
+_LAZY = {
+    "Engine": "phfe.inference.engine",
+    "ScoreResult": "phfe.inference.backend",
+    "TransformersEngine": "phfe.inference.transformers_backend",
+    "GGUFModelPatcher": "phfe.models.patcher",
+}
 
-        return GGUFModelPatcher
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

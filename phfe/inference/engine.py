@@ -17,24 +17,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from phfe.inference.backend import ScoreResult, ScoringBackend
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager, blocks_for_budget
 from phfe.inference.paged_attention import PagedAttention
 from phfe.models.build import build_model
 from phfe.models.decoder import Decoder
 from phfe.models.tokenizer import GGUFTokenizer, load_tokenizer
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """The log-likelihood of one continuation given its context."""
-
-    logprob: float  # sum of the continuation tokens' log-probabilities
-    token_logprobs: tuple[float, ...]
-    is_greedy: bool  # every continuation token is the argmax given what precedes it
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.token_logprobs)
 
 
 @dataclass
@@ -49,7 +37,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-class Engine:
+class Engine(ScoringBackend):
     """Scores and generates with a PHFE model over a :class:`KVCacheManager`."""
 
     def __init__(
@@ -90,28 +78,9 @@ class Engine:
         return cls(model, load_tokenizer(model.source), cache, max_batch_tokens, attention)
 
     # ---------------------------------------------------------------- scoring
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Context and continuation tokens as lm-evaluation-harness splits them: the context's trailing
-        whitespace moves to the continuation, and the continuation is tokens(context + continuation) minus
-        tokens(context); an empty context becomes the BOS (else EOS) token."""
-        stripped = context.rstrip()
-        context, continuation = stripped, context[len(stripped) :] + continuation
-        if not context:
-            prefix = self.tokenizer.bos_token_id
-            prefix = self.tokenizer.eos_token_id if prefix is None else prefix
-            return [prefix], self.tokenizer.encode(continuation, add_special_tokens=False)
-        whole = self.tokenizer.encode(context + continuation)
-        context_ids = self.tokenizer.encode(context)
-        return context_ids, whole[len(context_ids) :]
-
-    def score(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[ScoreResult]:
-        """Log-likelihood of each (context, continuation) pair's continuation."""
-        return self.score_tokens([self.encode_pair(c, x) for c, x in pairs], progress=progress)
-
     def score_tokens(
         self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], progress: bool = False
     ) -> list[ScoreResult]:
-        """:meth:`score` for already tokenized (context ids, continuation ids) pairs."""
         reqs = [self._request(i, ctx, cont) for i, (ctx, cont) in enumerate(requests)]
         pending = deque(sorted(reqs, key=lambda r: r.tokens))
         results: list[ScoreResult | None] = [None] * len(reqs)
@@ -195,20 +164,11 @@ class Engine:
         return logits[0].float()
 
     # ---------------------------------------------------------------- generation
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ()) -> list[str]:
-        """Greedy continuations of ``prompts``, ending at EOS, ``max_new_tokens`` or the first stop string
-        (which is cut off, with everything after it)."""
-        ids = [self.tokenizer.encode(p) for p in prompts]
-        texts = [self.tokenizer.decode(t) for t in self.generate_tokens(ids, max_new_tokens, stop)]
-        return [min((t.split(s, 1)[0] for s in stop), key=len, default=t) for t in texts]
-
     def generate_tokens(
         self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 32, stop: Sequence[str] = ()
     ) -> list[list[int]]:
-        """Greedy generation on token ids: the generated ids (without EOS) of each prompt, decoding stopped
-        once their text holds a stop string."""
         outputs: list[list[int]] = [[] for _ in prompts]
-        waiting = deque(range(len(prompts)))
+        waiting = deque(range(len(prompts)))  # (also sequences preempted when the cache ran out of blocks)
         running: dict[int, int] = {}  # prompt index -> sequence id
         eos = self.tokenizer.eos_token_id
         while waiting or running:
@@ -223,8 +183,7 @@ class Engine:
                 self.cache.commit(running[i])
                 if token != eos:
                     outputs[i].append(token)
-                text = self.tokenizer.decode(outputs[i]) if stop else ""
-                if token == eos or len(outputs[i]) >= max_new_tokens or any(s in text for s in stop):
+                if token == eos or self._finished(outputs[i], max_new_tokens, stop):
                     self.cache.free_sequence(running.pop(i))
         self._counts["requests"] += len(prompts)
         return outputs

@@ -1,0 +1,75 @@
+"""What every scoring backend offers: lm-evaluation-harness style scoring and greedy generation on text.
+
+A backend implements :meth:`ScoringBackend.score_tokens` and :meth:`ScoringBackend.generate_tokens`; the
+text-level methods, tokenized the same way for all backends, come from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phfe.models.tokenizer import GGUFTokenizer
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The log-likelihood of one continuation given its context."""
+
+    logprob: float  # sum of the continuation tokens' log-probabilities
+    token_logprobs: tuple[float, ...]
+    is_greedy: bool  # every continuation token is the argmax given what precedes it
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_logprobs)
+
+
+class ScoringBackend:
+    """Base of the engines: subclasses set ``tokenizer`` and implement the two ``*_tokens`` methods."""
+
+    tokenizer: GGUFTokenizer
+
+    def score_tokens(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], progress: bool = False
+    ) -> list[ScoreResult]:
+        """Log-likelihood of each (context ids, continuation ids) pair's continuation."""
+        raise NotImplementedError
+
+    def generate_tokens(
+        self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 32, stop: Sequence[str] = ()
+    ) -> list[list[int]]:
+        """Greedy generation: the generated ids (without EOS) of each prompt, decoding stopped once their
+        text holds a stop string."""
+        raise NotImplementedError
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Context and continuation tokens as lm-evaluation-harness splits them: the context's trailing
+        whitespace moves to the continuation, and the continuation is tokens(context + continuation) minus
+        tokens(context); an empty context becomes the BOS (else EOS) token."""
+        stripped = context.rstrip()
+        context, continuation = stripped, context[len(stripped) :] + continuation
+        if not context:
+            prefix = self.tokenizer.bos_token_id
+            prefix = self.tokenizer.eos_token_id if prefix is None else prefix
+            return [prefix], self.tokenizer.encode(continuation, add_special_tokens=False)
+        whole = self.tokenizer.encode(context + continuation)
+        context_ids = self.tokenizer.encode(context)
+        return context_ids, whole[len(context_ids) :]
+
+    def score(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[ScoreResult]:
+        """Log-likelihood of each (context, continuation) pair's continuation."""
+        return self.score_tokens([self.encode_pair(c, x) for c, x in pairs], progress=progress)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ()) -> list[str]:
+        """Greedy continuations of ``prompts``, ending at EOS, ``max_new_tokens`` or the first stop string
+        (which is cut off, with everything after it)."""
+        ids = [self.tokenizer.encode(p) for p in prompts]
+        texts = [self.tokenizer.decode(t) for t in self.generate_tokens(ids, max_new_tokens, stop)]
+        return [min((t.split(s, 1)[0] for s in stop), key=len, default=t) for t in texts]
+
+    def _finished(self, generated: list[int], max_new_tokens: int, stop: Sequence[str]) -> bool:
+        """Whether greedy decoding of a sequence ends after ``generated`` (EOS already left out by callers)."""
+        if len(generated) >= max_new_tokens:
+            return True
+        return bool(stop) and any(s in self.tokenizer.decode(generated) for s in stop)
