@@ -14,18 +14,14 @@ Measures (median of repeated warm runs; the machine's noise shows in min..max):
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from gguf import GGUFReader, quants
+from report import emit, header
 
 from phfe.inference import KNOWN_SOURCES, inspect_gguf, resolve_source, tensor_loading_context
 from phfe.inference.dequant import dequantize
@@ -46,11 +42,6 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float
 
 def spread(times: list[float]) -> str:
     return f"{statistics.median(times):.3f} s ({min(times):.3f}..{max(times):.3f})"
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
 
 
 def fill_bandwidth(device: str) -> tuple[float, float]:
@@ -133,16 +124,10 @@ def bench_cuda(name: str, path: Path, repeats: int) -> dict[str, float]:
         }
 
 
-def report(results: list[dict[str, object]], fills: tuple[float, float], cuda: list[dict], cuda_fill) -> str:
+def report(results: list[dict[str, object]], fills: tuple[float, float], cuda: list[dict], cuda_fill) -> list[str]:
     fresh, refill = fills
     lines = [
-        "# GGUF I/O: PHFE vs gguf-py",
-        "",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-        f"{platform.system()} {platform.release()}",
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}, gguf {version('gguf')}",
-        f"- command: `python {' '.join(sys.argv)}`",
+        *header("GGUF I/O: PHFE vs gguf-py", ("torch", "gguf")),
         f"- float32 fill: fresh tensor {fresh / 1e9:.2f} G el/s ({fresh * 4 / 1e9:.1f} GB/s, page faults "
         f"included), touched tensor {refill / 1e9:.2f} G el/s ({refill * 4 / 1e9:.1f} GB/s)",
         "",
@@ -181,7 +166,7 @@ def report(results: list[dict[str, object]], fills: tuple[float, float], cuda: l
             f"{c['end_to_end'] / 1e9:.2f} |"
             for c in cuda
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -198,11 +183,7 @@ def main() -> None:
     if torch.cuda.is_available():
         cuda_fill = fill_bandwidth("cuda")
         cuda = [bench_cuda(name, path, args.repeats) for name, path in paths.items()]
-    text = report(results, fills, cuda, cuda_fill)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(report(results, fills, cuda, cuda_fill), args.out)
 
 
 if __name__ == "__main__":

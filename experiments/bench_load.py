@@ -10,15 +10,14 @@ timed both on its first build (cache cleared) and from its cache.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
+
+from report import emit, header
 
 from phfe.inference import KNOWN_SOURCES, inspect_gguf, resolve_source
 
@@ -78,24 +77,16 @@ def main() -> None:
                 f"| {model} | {name} | {r['seconds']:.2f} s | {base['seconds'] / r['seconds']:.1f}x | "
                 f"{r['peak_rss'] / 1e9:.2f} GB | {weights_gb:.2f} GB |"
             )
-    text = "\n".join(
+    emit(
         [
-            "# GGUF file -> model + tokenizer ready to score (float32, CPU), fresh process each",
-            "",
-            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"python {platform.python_version()}, torch {version('torch')}, transformers {version('transformers')}",
-            f"- command: `python {' '.join(sys.argv)}`",
+            *header("GGUF file -> model + tokenizer ready to score (float32, CPU), fresh process each"),
             "",
             "| model | loader | time | vs transformers | peak RSS | f32 weights |",
             "|---|---|---|---|---|---|",
             *rows,
-        ]
+        ],
+        args.out,
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

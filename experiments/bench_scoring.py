@@ -13,19 +13,15 @@ common prefix (requests sorted so neighbours share the most).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import random
 import statistics
 import subprocess
-import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from report import emit, header
 
 from phfe.inference import KNOWN_SOURCES, Engine, TransformersEngine, resolve_source
 
@@ -194,26 +190,18 @@ def main() -> None:
         llama = subprocess.run(
             [args.llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"], capture_output=True, text=True
         ).stdout.strip()
-    text = "\n".join(
+    emit(
         [
-            "# Scoring throughput: counterfactual QA, k-shot prefix shared by all items (float32, CPU)",
-            "",
-            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-            f"python {platform.python_version()}, torch {version('torch')}, transformers {version('transformers')}, "
-            f"llama-cpp-python {llama}",
+            *header("Scoring throughput: counterfactual QA, k-shot prefix shared by all items (float32, CPU)"),
+            f"- llama-cpp-python: {llama}",
             f"- workload: {len(pairs)} requests (36 items x 3 conditions x 2 candidates, 8-shot prefix)",
-            f"- command: `python {' '.join(sys.argv)}`",
             "",
             "| model | engine | requests/s | tokens computed | time | log-likelihood vs PHFE |",
             "|---|---|---|---|---|---|",
             *rows,
-        ]
+        ],
+        args.out,
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
