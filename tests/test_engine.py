@@ -193,3 +193,17 @@ def test_the_transformers_backend_agrees(tiny_path: Path, tmp_path: Path) -> Non
         assert ours.is_greedy == theirs.is_greedy
     prompts = [[3, 4, 5], [7] * 9]
     assert engine.generate_tokens(prompts, max_new_tokens=5) == reference.generate_tokens(prompts, max_new_tokens=5)
+
+
+def test_distribution_statistics_for_min_k_plus_plus(tiny_path: Path, tmp_path: Path) -> None:
+    engine = make_engine(tiny_path, tmp_path)
+    context, continuation = [3, 4, 5, 6], [7, 8, 9]
+    (result,) = engine.score_tokens([(context, continuation)], distribution=True)
+    rows = torch.arange(len(context) - 1, len(context) + len(continuation) - 1)
+    with torch.no_grad():
+        logprobs = engine.model(torch.tensor([context + continuation]), logits_rows=rows).log_softmax(-1)[0].double()
+    means = (logprobs.exp() * logprobs).sum(-1)
+    stds = ((logprobs.exp() * (logprobs - means[:, None]).square()).sum(-1)).sqrt()
+    assert torch.allclose(torch.tensor(result.token_means, dtype=torch.double), means, atol=1e-4)
+    assert torch.allclose(torch.tensor(result.token_stds, dtype=torch.double), stds, atol=1e-4)
+    assert engine.score_tokens([(context, continuation)])[0].token_means == ()

@@ -7,7 +7,10 @@ text-level methods, tokenized the same way for all backends, come from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
+
+import torch
 
 from phfe.models.tokenizer import GGUFTokenizer
 
@@ -19,6 +22,10 @@ class ScoreResult:
     logprob: float  # sum of the continuation tokens' log-probabilities
     token_logprobs: tuple[float, ...]
     is_greedy: bool  # every continuation token is the argmax given what precedes it
+    # With ``distribution=True``: the mean and standard deviation of log p(z) under the model's own
+    # next-token distribution at each continuation position (what Min-K%++ normalizes by).
+    token_means: tuple[float, ...] = ()
+    token_stds: tuple[float, ...] = ()
 
     @property
     def n_tokens(self) -> int:
@@ -31,9 +38,13 @@ class ScoringBackend:
     tokenizer: GGUFTokenizer
 
     def score_tokens(
-        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], progress: bool = False
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        progress: bool = False,
+        distribution: bool = False,
     ) -> list[ScoreResult]:
-        """Log-likelihood of each (context ids, continuation ids) pair's continuation."""
+        """Log-likelihood of each (context ids, continuation ids) pair's continuation (with ``distribution``,
+        also the per-position mean and standard deviation of log-probabilities)."""
         raise NotImplementedError
 
     def generate_tokens(
@@ -57,9 +68,12 @@ class ScoringBackend:
         context_ids = self.tokenizer.encode(context)
         return context_ids, whole[len(context_ids) :]
 
-    def score(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[ScoreResult]:
+    def score(
+        self, pairs: Sequence[tuple[str, str]], progress: bool = False, distribution: bool = False
+    ) -> list[ScoreResult]:
         """Log-likelihood of each (context, continuation) pair's continuation."""
-        return self.score_tokens([self.encode_pair(c, x) for c, x in pairs], progress=progress)
+        requests = [self.encode_pair(c, x) for c, x in pairs]
+        return self.score_tokens(requests, progress=progress, distribution=distribution)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ()) -> list[str]:
         """Greedy continuations of ``prompts``, ending at EOS, ``max_new_tokens`` or the first stop string
@@ -73,3 +87,17 @@ class ScoringBackend:
         if len(generated) >= max_new_tokens:
             return True
         return bool(stop) and any(s in self.tokenizer.decode(generated) for s in stop)
+
+
+def score_rows(logprobs: torch.Tensor, targets: torch.Tensor, distribution: bool) -> ScoreResult:
+    """A :class:`ScoreResult` from the log-softmax rows that predict ``targets`` (one row per target)."""
+    token_lps = logprobs.gather(-1, targets[:, None])[:, 0]
+    greedy = bool((logprobs.argmax(-1) == targets).all())
+    if not distribution:
+        return ScoreResult(float(token_lps.sum()), tuple(token_lps.tolist()), greedy)
+    probs = logprobs.exp()
+    means = (probs * logprobs).sum(-1)
+    stds = ((probs * logprobs.square()).sum(-1) - means.square()).clamp_min(0).sqrt()
+    return ScoreResult(
+        float(token_lps.sum()), tuple(token_lps.tolist()), greedy, tuple(means.tolist()), tuple(stds.tolist())
+    )

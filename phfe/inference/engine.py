@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from phfe.inference.backend import ScoreResult, ScoringBackend
+from phfe.inference.backend import ScoreResult, ScoringBackend, score_rows
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager, blocks_for_budget
 from phfe.inference.paged_attention import PagedAttention
 from phfe.models.build import build_model
@@ -80,7 +80,10 @@ class Engine(ScoringBackend):
 
     # ---------------------------------------------------------------- scoring
     def score_tokens(
-        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], progress: bool = False
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        progress: bool = False,
+        distribution: bool = False,
     ) -> list[ScoreResult]:
         reqs = [self._request(i, ctx, cont) for i, (ctx, cont) in enumerate(requests)]
         pending = deque(sorted(reqs, key=lambda r: r.tokens))
@@ -88,7 +91,7 @@ class Engine(ScoringBackend):
         with tqdm(total=len(reqs), desc="scoring", unit="req", disable=not progress) as bar:
             while pending:
                 step = self._schedule(pending)
-                for request, result in zip(step, self._score_step(step), strict=True):
+                for request, result in zip(step, self._score_step(step, distribution), strict=True):
                     results[request.index] = result
                 bar.update(len(step))
         self._counts["requests"] += len(reqs)
@@ -132,7 +135,7 @@ class Engine(ScoringBackend):
         pending.extendleft(reversed(deferred))
         return step
 
-    def _score_step(self, step: list[_Request]) -> list[ScoreResult]:
+    def _score_step(self, step: list[_Request], distribution: bool) -> list[ScoreResult]:
         seq_ids = [r.seq_id for r in step]
         rows, offset = [], 0
         for r in step:
@@ -143,11 +146,8 @@ class Engine(ScoringBackend):
         results, row = [], 0
         for r in step:
             targets = torch.tensor(r.tokens[r.n_context :], device=logprobs.device)
-            lp = logprobs[row : row + len(targets)]
+            results.append(score_rows(logprobs[row : row + len(targets)], targets, distribution))
             row += len(targets)
-            token_lps = lp.gather(-1, targets[:, None])[:, 0]
-            greedy = bool((lp.argmax(-1) == targets).all())
-            results.append(ScoreResult(float(token_lps.sum()), tuple(token_lps.tolist()), greedy))
         for seq_id in seq_ids:
             self.cache.commit(seq_id)
             self.cache.free_sequence(seq_id)

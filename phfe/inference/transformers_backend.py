@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from phfe.inference.backend import ScoreResult, ScoringBackend
+from phfe.inference.backend import ScoreResult, ScoringBackend, score_rows
 from phfe.inference.sources import resolve_source
 from phfe.models.tokenizer import GGUFTokenizer, load_tokenizer
 
@@ -43,7 +43,10 @@ class TransformersEngine(ScoringBackend):
         return next(self.model.parameters()).device
 
     def score_tokens(
-        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], progress: bool = False
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        progress: bool = False,
+        distribution: bool = False,
     ) -> list[ScoreResult]:
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
         results: list[ScoreResult | None] = [None] * len(requests)
@@ -60,10 +63,8 @@ class TransformersEngine(ScoringBackend):
             logprobs = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(batch):
                 n_context, continuation = len(requests[i][0]), torch.tensor(list(requests[i][1]))
-                lp = logprobs[row, n_context - 1 : n_context - 1 + len(continuation)]
-                token_lps = lp.gather(-1, continuation[:, None])[:, 0]
-                greedy = bool((lp.argmax(-1) == continuation).all())
-                results[i] = ScoreResult(float(token_lps.sum()), tuple(token_lps.tolist()), greedy)
+                rows = logprobs[row, n_context - 1 : n_context - 1 + len(continuation)]
+                results[i] = score_rows(rows, continuation, distribution)
         return results  # type: ignore[return-value]
 
     def generate_tokens(
