@@ -7,7 +7,6 @@ text-level methods, tokenized the same way for all backends, come from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 
 import torch
