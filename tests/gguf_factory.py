@@ -139,6 +139,31 @@ TINY_MODELS = {
     ),
 }
 
+
+def byte_chars() -> list[str]:
+    """GPT-2's printable stand-in for each byte, indexed by byte value."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+def tiny_tokenizer(vocab_size: int) -> dict[str, tuple[object, GGUFValueType, GGUFValueType | None]]:
+    """Tokenizer metadata for tiny models: byte-level BPE over the 256 bytes (any text encodes, about one
+    token per byte) with one merge (" t"), then BOS and EOS, then unused tokens up to ``vocab_size``."""
+    tokens = [*byte_chars(), "Ġt", "<s>", "</s>", *(f"<unused{i}>" for i in range(vocab_size - 259))]
+    types = [1] * 257 + [3, 3] + [5] * (vocab_size - 259)
+    array, string = GGUFValueType.ARRAY, GGUFValueType.STRING
+    return {
+        "tokenizer.ggml.model": ("gpt2", string, None),
+        "tokenizer.ggml.pre": ("gpt-2", string, None),
+        "tokenizer.ggml.tokens": (tokens, array, string),
+        "tokenizer.ggml.token_type": (types, array, GGUFValueType.INT32),
+        "tokenizer.ggml.merges": (["Ġ t"], array, string),
+        "tokenizer.ggml.bos_token_id": (257, GGUFValueType.UINT32, None),
+        "tokenizer.ggml.eos_token_id": (258, GGUFValueType.UINT32, None),
+    }
+
+
 # Matrices cycle through these types, so every tiny model also exercises several kernels.
 WEIGHT_TYPES = (T.F32, T.Q8_0, T.F16, T.Q5_1, T.Q4_0)
 
@@ -173,13 +198,7 @@ def write_tiny_model(path: Path, spec: TinyModel, seed: int = 0) -> Path:
         f"{a}.rope.freq_base": (10000.0 if a != "gemma3" else 1e6, f32, None),
         f"{a}.rope.dimension_count": (s.head_dim, u32, None),
         f"{a}.vocab_size": (s.vocab_size, u32, None),
-        "tokenizer.ggml.model": ("gpt2", GGUFValueType.STRING, None),
-        "tokenizer.ggml.pre": ("default", GGUFValueType.STRING, None),
-        "tokenizer.ggml.tokens": ([f"<t{i}>" for i in range(s.vocab_size)], GGUFValueType.ARRAY, GGUFValueType.STRING),
-        "tokenizer.ggml.token_type": ([1] * s.vocab_size, GGUFValueType.ARRAY, GGUFValueType.INT32),
-        "tokenizer.ggml.merges": (["<t 1>"], GGUFValueType.ARRAY, GGUFValueType.STRING),
-        "tokenizer.ggml.bos_token_id": (1, u32, None),
-        "tokenizer.ggml.eos_token_id": (2, u32, None),
+        **tiny_tokenizer(s.vocab_size),
     }
     if s.sliding_window:
         metadata[f"{a}.attention.sliding_window"] = (s.sliding_window, u32, None)

@@ -16,6 +16,7 @@ from jinja2 import TemplateError
 from phfe.inference import read_header
 from phfe.models import GGUFTokenizer, UnsupportedTokenizerError, load_tokenizer
 from phfe.models.tokenizer import metadata_key, spm_merges
+from tests.gguf_factory import byte_chars
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
 
@@ -73,13 +74,6 @@ GEMMA_TEMPLATE = """{{ bos_token }}{% for message in messages %}
 
 
 # --- tiny files ------------------------------------------------------------------------------------------------
-
-
-def byte_chars() -> list[str]:
-    """GPT-2's printable stand-in for each byte, indexed by byte value."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
 def write_tokenizer_gguf(
