@@ -1,0 +1,1 @@
+"""Evaluation: running probes through a model and the statistics of the results."""
