@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from phfe.eval.metrics import compare_runs, known_items, outcome, summarize
+from phfe.eval.metrics import closed_books, compare_runs, is_known, outcome, summarize
 
 
 def rec(item: str, condition: str, logprobs: list[float], memorized: int | None, in_context: int | None, **kw):
@@ -87,7 +87,8 @@ def test_memorization_ratio_counts_only_the_two_answers() -> None:
 
 
 def test_known_items_and_the_normalized_accuracy() -> None:
-    assert known_items(RECORDS) == {("facts", "x", 0), ("facts", "z", 0)}
+    closed = closed_books(RECORDS)
+    assert [r["item_id"] for r in RECORDS[3:] if is_known(closed, r)] == ["x", "z"]
     records = [rec("a", "closed_book", [-2.0, -1.5], 0, None, n_tokens=[4, 1], winner_normalized=0)]
     row = by_condition(summarize(records))["closed_book"]
     assert row["accuracy"]["value"] == 0.0 and row["accuracy_normalized"]["value"] == 1.0
@@ -108,3 +109,13 @@ def test_paired_comparison_of_two_runs() -> None:
     assert test["b"] + test["c"] == 1 and test["flip_rate"] == pytest.approx(1 / 3)
     assert rows["conflicting"]["follows_context"]["difference"] == pytest.approx(-1 / 3)
     assert rows["closed_book"]["n_paired"] == 3
+
+
+def test_a_zero_shot_baseline_serves_every_k() -> None:
+    records = [
+        rec("q", "closed_book", [-1.0, -2.0], 0, None, family="labels"),
+        *(rec("q", "flipped", [-1.5, -1.0], 0, 1, k=k, family="labels") for k in (2, 4)),
+    ]
+    rows = {(r["condition"], r["k"]): r for r in summarize(records)}
+    assert rows[("flipped", 4)]["n_known"] == 1
+    assert rows[("flipped", 4)]["persuasion"]["value"] == pytest.approx(0.5 - (-1.0))

@@ -7,7 +7,7 @@ import os
 from abc import ABC, abstractmethod
 
 from phfe.data.probes import Probe, cached_probes
-from phfe.tutors.base import Tutor
+from phfe.tutors.base import LessonRecorder, Tutor
 
 
 @dataclasses.dataclass
@@ -36,4 +36,12 @@ class Family(ABC):
             "seed": seed,
             "tutor": getattr(tutor, "identity", tutor.name),
         }
-        return cached_probes(key, lambda: self.build(seed, tutor), cache_dir)
+        return cached_probes(key, lambda: self._build_prepared(seed, tutor), cache_dir)
+
+    def _build_prepared(self, seed: int, tutor: Tutor) -> list[Probe]:
+        prepare = getattr(tutor, "prepare", None)
+        if prepare is not None:  # a tutor that generates: a dry run collects its lessons for one batch
+            recorder = LessonRecorder(tutor)
+            self.build(seed, recorder)
+            prepare(recorder.lessons)
+        return self.build(seed, tutor)

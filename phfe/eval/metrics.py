@@ -48,22 +48,26 @@ def outcome(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _closed_book_log_odds(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, float]]:
-    """Per (family, item, k): each candidate's summed log-likelihood in the closed-book probe."""
-    return {
-        (r["family"], r["item_id"], r["k"]): dict(zip(r["candidates"], r["logprobs"], strict=True))
-        for r in records
-        if r["condition"] == "closed_book"
-    }
+def closed_books(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """The closed-book records of each (family, item), by k."""
+    closed: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in records:
+        if r["condition"] == "closed_book":
+            closed[(r["family"], r["item_id"])][r["k"]] = r
+    return dict(closed)
 
 
-def known_items(records: Sequence[dict[str, Any]]) -> set[tuple[str, str, int]]:
-    """(family, item, k) of the items whose closed-book probe picks the memorized answer."""
-    return {
-        (r["family"], r["item_id"], r["k"])
-        for r in records
-        if r["condition"] == "closed_book" and r["memorized"] is not None and r["winner"] == r["memorized"]
-    }
+def baseline(closed: dict, r: dict[str, Any]) -> dict[str, Any] | None:
+    """The closed-book record a record is compared with: its item's at the same k, else at the smallest k
+    (families whose baseline is zero-shot)."""
+    by_k = closed.get((r["family"], r["item_id"]))
+    return None if not by_k else by_k.get(r["k"], by_k[min(by_k)])
+
+
+def is_known(closed: dict, r: dict[str, Any]) -> bool:
+    """Whether the record's item is answered right closed book (the memorized answer wins)."""
+    base = baseline(closed, r)
+    return base is not None and base["memorized"] is not None and base["winner"] == base["memorized"]
 
 
 def _clusters(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -92,7 +96,8 @@ def group_metrics(rows: Sequence[dict[str, Any]], closed_book: dict) -> dict[str
     choices = np.array([[o["chose_memorized"], o["chose_in_context"]] for _, o in conflict], dtype=bool)
     persuasion = []
     for r, o in conflict:
-        base = closed_book.get((r["family"], r["item_id"], r["k"]), {})
+        record = baseline(closed_book, r)
+        base = dict(zip(record["candidates"], record["logprobs"], strict=True)) if record else {}
         mem, ctx = r["candidates"][r["memorized"]], r["candidates"][r["in_context"]]
         if mem in base and ctx in base and r["condition"] != "closed_book":
             persuasion.append((r, o["log_odds"] - (base[ctx] - base[mem])))
@@ -121,11 +126,10 @@ def _groups(records: Iterable[dict[str, Any]]) -> dict[GroupKey, list[dict[str, 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (family, condition, k): every metric on all items, and on the known items alone."""
-    closed_book = _closed_book_log_odds(records)
-    known = known_items(records)
+    closed_book = closed_books(records)
     rows = []
     for (family, condition, k), group in _groups(records).items():
-        known_group = [r for r in group if (r["family"], r["item_id"], r["k"]) in known]
+        known_group = [r for r in group if is_known(closed_book, r)]
         rows.append(
             {
                 "family": family,

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from phfe.eval.metrics import outcome, summarize  # noqa: E402
+from phfe.eval.metrics import baseline, closed_books, outcome, summarize  # noqa: E402
 
 COLUMNS = ("accuracy", "cfr", "memorization_ratio", "soft_memorization_ratio", "persuasion")
 HEADERS = ("accuracy", "CFR", "M_R", "soft M_R", "persuasion")
@@ -101,17 +101,13 @@ def plot_conditions(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def plot_cfr_vs_knowledge(records: Sequence[dict[str, Any]], path: Path, bins: int = 5) -> Path | None:
     """CFR against how strongly the model knew the answer closed book (its closed-book log-odds of the
     memorized over the in-context answer), binned by quantile, one line per conflicting condition."""
-    closed = {
-        (r["family"], r["item_id"], r["k"]): dict(zip(r["candidates"], r["logprobs"], strict=True))
-        for r in records
-        if r["condition"] == "closed_book"
-    }
+    closed = closed_books(records)
     points: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for r in records:
-        o = outcome(r)
-        base = closed.get((r["family"], r["item_id"], r["k"]))
-        if "follows_context" not in o or base is None or r["condition"] == "closed_book":
+        o, record = outcome(r), baseline(closed, r)
+        if "follows_context" not in o or record is None or r["condition"] == "closed_book":
             continue
+        base = dict(zip(record["candidates"], record["logprobs"], strict=True))
         mem, ctx = r["candidates"][r["memorized"]], r["candidates"][r["in_context"]]
         if mem in base and ctx in base:
             points[f"{r['family']}/{r['condition']}"].append((base[mem] - base[ctx], o["follows_context"]))

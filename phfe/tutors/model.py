@@ -19,9 +19,15 @@ class ModelTutor(Tutor):
         self.backend, self.max_new_tokens, self.instruction = backend, max_new_tokens, instruction
         self._explanations: dict[str, str] = {}
 
-    def explain(self, rules: list[str]) -> None:
-        """Generate the explanations of many rules in one batch (``teach`` does it one at a time)."""
-        missing = sorted({r for r in rules if r and r not in self._explanations})
+    @property
+    def identity(self) -> str:
+        """What the teaching depends on (part of cached probes' key): the tutor model's file."""
+        return f"model:{getattr(self.backend.model, 'source', type(self.backend.model).__name__)}"
+
+    def prepare(self, lessons: list[Lesson]) -> None:
+        """Generate the explanations of all the lessons' rules in one batch (``teach`` alone would do it
+        one at a time)."""
+        missing = sorted({lesson.rule for lesson in lessons if lesson.rule and lesson.rule not in self._explanations})
         prompts = [self.instruction.format(rule=r) for r in missing]
         outputs = self.backend.generate(prompts, max_new_tokens=self.max_new_tokens, stop=["\n"])
         self._explanations.update(zip(missing, (o.strip() for o in outputs), strict=True))
@@ -29,5 +35,5 @@ class ModelTutor(Tutor):
     def teach(self, lesson: Lesson, k: int = 0) -> str:
         if not lesson.rule:
             return ""
-        self.explain([lesson.rule])
+        self.prepare([lesson])
         return f"{lesson.rule} {self._explanations[lesson.rule]}\n"
