@@ -60,6 +60,7 @@ def test_summary_values_by_hand() -> None:
     assert closed["accuracy"]["value"] == pytest.approx(2 / 3) and closed["accuracy"]["n"] == 3
     assert closed["cfr"]["n"] == 0  # no conflict in closed book
     assert conflicting["accuracy"]["value"] == pytest.approx(2 / 3)
+    assert closed["memorized_rate"]["value"] == pytest.approx(2 / 3) and conflicting["memorized_rate"]["value"] == 0
     assert conflicting["cfr"]["value"] == pytest.approx(2 / 3)
     # winners: x -> in-context, y -> in-context, z -> distractor: p_o = 0, p_s = 2/3 -> M_R = 0
     assert conflicting["memorization_ratio"]["value"] == pytest.approx(0.0)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from phfe.data.family import Family
 from phfe.data.probes import Probe
-from phfe.tutors.base import Lesson, Tutor
+from phfe.tutors.base import Lesson, Tutor, teachings
 
 LICENSE_DIR = Path("/usr/share/common-licenses")
 LICENSES = ("Apache-2.0", "BSD", "GPL-2", "GPL-3")
@@ -319,13 +319,20 @@ class VerbatimMemory(Family):
     """
 
     name = "verbatim_memory"
-    version = 1
+    version = 2
 
     passages_per_text: int = 10  # the first passages of each text (a licence's opening is its most quoted part)
     min_prefix_words: int = 12
     continuation_words: tuple[int, int] = (5, 12)
-    ks: tuple[int, ...] = (0,)  # demonstrations, with a DemonstrationTutor
+    ks: tuple[int, ...] = (0,)  # demonstrations, with a DemonstrationTutor (other tutors teach the same at any k)
     license_dir: str = str(LICENSE_DIR)
+
+    def __post_init__(self) -> None:
+        if not all(0 <= k <= len(DEMONSTRATIONS) for k in self.ks):
+            raise ValueError(f"ks must lie in 0..{len(DEMONSTRATIONS)}: {self.ks}")
+        shortest, longest = self.continuation_words
+        if not 1 <= shortest <= longest or self.min_prefix_words < 1:
+            raise ValueError(f"bad continuation_words {self.continuation_words} or min_prefix_words")
 
     def pool(self) -> list[tuple[str, int, str]]:
         """(text name, passage index, passage) in turn across texts, up to ``passages_per_text`` of each."""
@@ -336,7 +343,7 @@ class VerbatimMemory(Family):
 
     def build(self, seed: int, tutor: Tutor) -> list[Probe]:
         lesson = Lesson(RULE, tuple(FRAME.format(passage=line) + line + "\n\n" for line in DEMONSTRATIONS))
-        edits = {}
+        edits: dict[str, Edit] = {}
         for name, index, passage in self.pool():
             if len(edits) == self.n_items:
                 break
@@ -344,11 +351,12 @@ class VerbatimMemory(Family):
             edit = make_edit(passage, rng, self.min_prefix_words, self.continuation_words)
             if edit is not None:
                 edits[f"{name}/{index}"] = edit
+        taught = teachings(tutor, lesson, self.ks)  # the same for every item
         return [
             probe
             for item_id, edit in edits.items()
-            for k in self.ks
-            for probe in self.item_probes(edit, item_id, seed, k, tutor.teach(lesson, k))
+            for k, teaching in taught.items()
+            for probe in self.item_probes(edit, item_id, seed, k, teaching)
         ]
 
     def item_probes(self, edit: Edit, item_id: str, seed: int, k: int, teaching: str) -> list[Probe]:

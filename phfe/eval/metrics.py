@@ -4,6 +4,7 @@ From each probe's record (:mod:`phfe.eval.evaluator`):
 
 - accuracy: the winning candidate (highest summed log-likelihood; ``accuracy_normalized``: per-token mean)
   is the probe's target, the in-context answer if it teaches one, else the memorized one;
+- memorized rate: the winner is the memorized answer (closed book: knowledge; in context: resistance);
 - CFR, context-following rate: mean 1[LL(in-context) > LL(memorized)] (ROME's efficacy form);
 - M_R, memorization ratio: p_o / (p_o + p_s), the shares of probes whose winner is the original (memorized)
   or the substituted (in-context) answer (Longpre et al. 2021);
@@ -106,6 +107,9 @@ def group_metrics(rows: Sequence[dict[str, Any]], closed_book: dict) -> dict[str
         "n_probes": len(rows),
         "accuracy": _rate([o["correct"] for _, o in scored]),
         "accuracy_normalized": _rate([o["correct_normalized"] for _, o in scored]),
+        "memorized_rate": _rate(
+            [o["chose_memorized"] for r, o in zip(rows, outcomes, strict=True) if r["memorized"] is not None]
+        ),
         "cfr": _rate([o["follows_context"] for _, o in conflict]),
         "memorization_ratio": _bootstrapped(
             choices.reshape(-1, 2), _clusters(conflict_rows), lambda c: memorization_ratio(c[:, 0], c[:, 1])

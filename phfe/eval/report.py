@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 
 from phfe.eval.metrics import baseline, closed_books, outcome, summarize  # noqa: E402
 
-COLUMNS = ("accuracy", "cfr", "memorization_ratio", "soft_memorization_ratio", "persuasion")
-HEADERS = ("accuracy", "CFR", "M_R", "soft M_R", "persuasion")
+COLUMNS = ("accuracy", "memorized_rate", "cfr", "memorization_ratio", "soft_memorization_ratio", "persuasion")
+HEADERS = ("accuracy", "memorized", "CFR", "M_R", "soft M_R", "persuasion")
 
 
 def _cell(estimate: dict[str, float]) -> str:
