@@ -187,7 +187,7 @@ def write_tiny_model(path: Path, spec: TinyModel, seed: int = 0) -> Path:
     u32, f32 = GGUFValueType.UINT32, GGUFValueType.FLOAT32
     metadata: dict[str, tuple[object, GGUFValueType, GGUFValueType | None]] = {
         f"{a}.block_count": (s.n_layers, u32, None),
-        f"{a}.context_length": (256, u32, None),
+        f"{a}.context_length": (4096, u32, None),
         f"{a}.embedding_length": (s.dim, u32, None),
         f"{a}.feed_forward_length": (s.ffn_dim, u32, None),
         f"{a}.attention.head_count": (s.n_heads, u32, None),

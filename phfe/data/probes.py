@@ -81,7 +81,13 @@ def cached_probes(
         return from_dataset(datasets.load_from_disk(str(path)))
     probes = list(build())
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
-    to_dataset(probes).save_to_disk(str(partial))
+    quiet = not datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per family would only clutter the run's output
+    try:
+        to_dataset(probes).save_to_disk(str(partial))
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     try:
         os.replace(partial, path)
     except OSError:  # another process saved the same probes first

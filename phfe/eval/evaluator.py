@@ -88,7 +88,7 @@ def evaluate(
         with tqdm(total=len(probes), initial=len(probes) - len(todo), desc="probes", disable=not progress) as bar:
             for chunk in _chunks(todo, chunk_size):
                 pairs = [(p.prompt, c) for p in chunk for c in p.candidates]
-                results = iter(backend.score(pairs))
+                results = iter(backend.score(pairs, progress=progress))
                 for probe in chunk:
                     row = record(probe, [next(results) for _ in probe.candidates])
                     done[probe_key(probe)] = row
