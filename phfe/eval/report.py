@@ -41,6 +41,16 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _panels(n: int, width: float = 4.5, height: float = 3.8) -> tuple[plt.Figure, list]:
+    """A figure of ``n`` panels, three to a row."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
 def _by_family(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     families: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -53,8 +63,8 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path, metric: str
     families = {f: r for f, r in _by_family(rows).items() if len({x["k"] for x in r}) > 1}
     if not families:
         return None
-    fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.6), squeeze=False)
-    for ax, (family, family_rows) in zip(axes[0], families.items(), strict=True):
+    fig, axes = _panels(len(families), height=3.6)
+    for ax, (family, family_rows) in zip(axes, families.items(), strict=True):
         conditions: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in family_rows:
             conditions[row["condition"]].append(row)
@@ -79,8 +89,8 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: Path, metric: str
 def plot_conditions(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Accuracy and CFR per condition (at each family's largest k), one panel per family."""
     families = _by_family(rows)
-    fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.8), squeeze=False)
-    for ax, (family, family_rows) in zip(axes[0], families.items(), strict=True):
+    fig, axes = _panels(len(families))
+    for ax, (family, family_rows) in zip(axes, families.items(), strict=True):
         k = max(r["k"] for r in family_rows)
         shown = [r for r in family_rows if r["k"] == k]
         x = np.arange(len(shown))
