@@ -18,6 +18,7 @@ def rec(item: str, condition: str, logprobs: list[float], memorized: int | None,
         "item_id": item,
         "condition": condition,
         "k": kw.pop("k", 0),
+        "seed": kw.pop("seed", 0),
         "template_id": kw.pop("template_id", "capital"),
         "entity": item,
         "candidates": candidates,
@@ -120,3 +121,14 @@ def test_a_zero_shot_baseline_serves_every_k() -> None:
     rows = {(r["condition"], r["k"]): r for r in summarize(records)}
     assert rows[("flipped", 4)]["n_known"] == 1
     assert rows[("flipped", 4)]["persuasion"]["value"] == pytest.approx(0.5 - (-1.0))
+
+
+def test_seeds_keep_items_apart() -> None:
+    records = [
+        rec("a", "closed_book", [-1.0, -2.0], 0, None, seed=0),  # known under seed 0
+        rec("a", "closed_book", [-2.0, -1.0], 0, None, seed=1),  # not under seed 1
+        rec("a", "conflicting", [-1.5, -1.0], 0, 1, seed=0),
+        rec("a", "conflicting", [-1.5, -1.0], 0, 1, seed=1),
+    ]
+    conflicting = {r["condition"]: r for r in summarize(records)}["conflicting"]
+    assert conflicting["n_known"] == 1 and conflicting["persuasion"]["n"] == 2

@@ -21,9 +21,9 @@ from phfe.inference.backend import ScoringBackend
 
 
 def probe_key(probe: Probe | dict[str, Any]) -> str:
-    """The identity of a probe within a run: family, item, condition and k."""
+    """The identity of a probe within a run: family, seed, item, condition and k."""
     get = probe.get if isinstance(probe, dict) else lambda name: getattr(probe, name)
-    return f"{get('family')}/{get('item_id')}/{get('condition')}/k{get('k')}"
+    return f"{get('family')}/s{get('seed')}/{get('item_id')}/{get('condition')}/k{get('k')}"
 
 
 def record(probe: Probe, results: Sequence[Any]) -> dict[str, Any]:

@@ -49,19 +49,23 @@ def outcome(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def closed_books(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """The closed-book records of each (family, item), by k."""
-    closed: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+def _item(r: dict[str, Any]) -> tuple[str, int, str]:
+    return r["family"], r["seed"], r["item_id"]
+
+
+def closed_books(records: Sequence[dict[str, Any]]) -> dict[tuple[str, int, str], dict[int, dict[str, Any]]]:
+    """The closed-book records of each item (family, seed, item id), by k."""
+    closed: dict[tuple[str, int, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in records:
         if r["condition"] == "closed_book":
-            closed[(r["family"], r["item_id"])][r["k"]] = r
+            closed[_item(r)][r["k"]] = r
     return dict(closed)
 
 
 def baseline(closed: dict, r: dict[str, Any]) -> dict[str, Any] | None:
     """The closed-book record a record is compared with: its item's at the same k, else at the smallest k
     (families whose baseline is zero-shot)."""
-    by_k = closed.get((r["family"], r["item_id"]))
+    by_k = closed.get(_item(r))
     return None if not by_k else by_k.get(r["k"], by_k[min(by_k)])
 
 
@@ -140,7 +144,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "condition": condition,
                 "k": k,
                 **group_metrics(group, closed_book),
-                "n_known": len({r["item_id"] for r in known_group}),
+                "n_known": len({_item(r) for r in known_group}),
                 "known": group_metrics(known_group, closed_book) if known_group else None,
             }
         )
@@ -151,11 +155,11 @@ def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> li
     """Paired comparison of two runs over their common probes (e.g. a quantization level against the
     source): per group, McNemar on correctness with the decision-flip rate, and paired bootstrap
     differences (b - a) of the context-following indicator and of soft M_R."""
-    index = {(r["family"], r["item_id"], r["condition"], r["k"]): r for r in b}
+    index = {(*_item(r), r["condition"], r["k"]): r for r in b}
     rows = []
     for key, group in _groups(a).items():
-        pairs = [(r, index[(r["family"], r["item_id"], r["condition"], r["k"])]) for r in group]
-        pairs = [(x, y) for x, y in pairs if x["candidates"] == y["candidates"]]
+        pairs = [(r, index.get((*_item(r), r["condition"], r["k"]))) for r in group]
+        pairs = [(x, y) for x, y in pairs if y is not None and x["candidates"] == y["candidates"]]
         if not pairs:
             continue
         ox, oy = [outcome(x) for x, _ in pairs], [outcome(y) for _, y in pairs]
