@@ -1,0 +1,1 @@
+"""Sinks: where a finished PHFE job's results are sent besides its run directory."""
