@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gguf import LlamaFileType
 from omegaconf import DictConfig, OmegaConf
 
 from phfe.data.family import Family
@@ -74,6 +75,13 @@ def make_tutor(benchmark: DictConfig, device: str, dtype: torch.dtype) -> Tutor:
 
 def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _file_type(value: int | None) -> str | None:
+    try:
+        return LlamaFileType(value).name
+    except ValueError:
+        return None if value is None else str(value)
 
 
 def _versions() -> dict[str, str]:
@@ -141,7 +149,12 @@ def run_job(
             "architecture": header.metadata.get("general.architecture"),
             "parameters": sum(t.n_elements for t in header.tensors.values()),
         },
-        "q": {"type": cfg.q.type.value, "path": str(path), "sha256": file_sha256(path)},
+        "q": {
+            "type": cfg.q.type.value,
+            "file_type": _file_type(header.metadata.get("general.file_type")),  # e.g. MOSTLY_Q4_1 for a source
+            "path": str(path),
+            "sha256": file_sha256(path),
+        },
         "cache": {"name": c.name},
         "tokenizer": {"hash": metadata_key(header.metadata)},
         "engine": {

@@ -132,6 +132,7 @@ def test_a_quantization_level_runs_on_a_made_file(workspace) -> None:
     (run_dir,) = (root / "outputs" / "runs" / "q").iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["q"]["type"] == "q8_0" and results["q"]["sha256"] != results["model"]["sha256"]
+    assert results["q"]["file_type"] == "MOSTLY_Q8_0"
     assert Path(results["q"]["path"]).parent == root / "cache" / "quantized"
 
 
@@ -175,3 +176,13 @@ def test_a_rerun_skips_finished_jobs_and_resumes_an_interrupted_one(workspace) -
     assert results["stats"]["requests"] < first["stats"]["requests"]  # only the missing half was scored
     # the same metrics, up to the float noise of scoring the rest in other batches
     assert numbers(results["summary"]) == pytest.approx(numbers(first["summary"]), abs=1e-3, nan_ok=True)
+
+
+@pytest.mark.parametrize("launcher", ["local", "slurm", "submitit_local"])
+def test_launcher_presets_compose(launcher: str) -> None:
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert "_target_" in cfg.hydra.launcher
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
