@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from phfe.inference.backend import log_softmax_
 from phfe.inference.engine import Engine
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager
 from phfe.inference.transformers_backend import TransformersEngine
@@ -207,3 +208,11 @@ def test_distribution_statistics_for_min_k_plus_plus(tiny_path: Path, tmp_path: 
     assert torch.allclose(torch.tensor(result.token_means, dtype=torch.double), means, atol=1e-4)
     assert torch.allclose(torch.tensor(result.token_stds, dtype=torch.double), stds, atol=1e-4)
     assert engine.score_tokens([(context, continuation)])[0].token_means == ()
+
+
+def test_in_place_log_softmax_matches_torch_across_chunks() -> None:
+    logits = torch.randn(2, 37, 1000, generator=torch.Generator().manual_seed(0)) * 8
+    expected = logits.log_softmax(-1)
+    result = log_softmax_(logits, chunk_rows=5)
+    assert result.data_ptr() == logits.data_ptr()
+    assert torch.allclose(result, expected, atol=1e-5, rtol=0)

@@ -88,6 +88,15 @@ class ScoringBackend:
         return bool(stop) and any(s in self.tokenizer.decode(generated) for s in stop)
 
 
+@torch.inference_mode()
+def log_softmax_(logits: torch.Tensor, chunk_rows: int = 256) -> torch.Tensor:
+    """``logits.log_softmax(-1)`` in place, ``chunk_rows`` rows at a time: a step's rows x vocabulary logits
+    (2048 x 262,144 float32 = 2.1 GB for gemma 3) are not copied whole."""
+    for chunk in logits.view(-1, logits.shape[-1]).split(chunk_rows):
+        chunk.sub_(chunk.logsumexp(-1, keepdim=True))
+    return logits
+
+
 def score_rows(logprobs: torch.Tensor, targets: torch.Tensor, distribution: bool) -> ScoreResult:
     """A :class:`ScoreResult` from the log-softmax rows that predict ``targets`` (one row per target)."""
     token_lps = logprobs.gather(-1, targets[:, None])[:, 0]

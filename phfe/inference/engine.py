@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from phfe.inference.backend import ScoreResult, ScoringBackend, score_rows
+from phfe.inference.backend import ScoreResult, ScoringBackend, log_softmax_, score_rows
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager, blocks_for_budget
 from phfe.inference.paged_attention import PagedAttention
 from phfe.models.build import build_model
@@ -142,7 +142,7 @@ class Engine(ScoringBackend):
             start = self.cache.num_cached_tokens(r.seq_id)
             rows.append(torch.arange(r.n_context - 1, len(r.tokens) - 1) - start + offset)
             offset += len(r.tokens) - start
-        logprobs = self._forward(seq_ids, torch.cat(rows)).log_softmax(-1)
+        logprobs = log_softmax_(self._forward(seq_ids, torch.cat(rows)))
         results, row = [], 0
         for r in step:
             targets = torch.tensor(r.tokens[r.n_context :], device=logprobs.device)

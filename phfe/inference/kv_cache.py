@@ -1,4 +1,4 @@
-"""Paged KV cache with token-granular prefix caching, and flex_attention masks over it.
+"""Paged KV cache with token-granular prefix caching (its flex_attention masks: ``block_mask.py``).
 
 Storage: one tensor ``kv`` of shape ``(num_layers, 2, num_heads, num_blocks * block_size, head_dim)``
 (K at ``kv[layer, 0]``, V at ``kv[layer, 1]``; ``num_heads`` is the number of KV heads). Physical slot
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn.attention.flex_attention import BlockMask
+
+from phfe.inference.block_mask import PagedMaskBuilder, packed_ranges
 
 NULL_BLOCK = 0
 _ROOT_HASH = b""
@@ -102,13 +104,6 @@ class _Sequence:
     computed: int  # leading tokens whose KV is in the cache (or served from it); the rest is to compute
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated ``range(starts[i], starts[i] + lengths[i])``: (owner i, value) per element."""
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.cumsum(lengths) - lengths
-    return owner, starts[owner] + np.arange(int(lengths.sum())) - first[owner]
-
-
 def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
@@ -149,11 +144,7 @@ class KVCacheManager:
         self._children: dict[int, dict[int, None]] = {}  # parent block -> its cached child blocks
         self._seqs: dict[Hashable, _Sequence] = {}
         self._counts = dict.fromkeys(("tokens_requested", "hit_tokens", "peak_blocks_used", "evictions"), 0)
-        # Persistent buffers read by the masks' mask_mod (grown on demand, rewritten by each build).
-        self._q_seq = torch.zeros(1, dtype=torch.int32, device=device)
-        self._q_pos = torch.zeros(1, dtype=torch.int32, device=device)
-        self._table = torch.zeros(1, 1, dtype=torch.int32, device=device)
-        self._block_logical = torch.zeros(num_blocks, dtype=torch.int32, device=device)
+        self._masks = PagedMaskBuilder(num_blocks, block_size, self.device)
 
     # ------------------------------------------------------------------ allocation and prefix cache
     @property
@@ -385,7 +376,7 @@ class KVCacheManager:
         table = np.zeros((len(seqs), max((len(s.blocks) for s in seqs), default=1)), dtype=np.int64)
         for i, s in enumerate(seqs):
             table[i, : len(s.blocks)] = s.blocks
-        seq_index, positions = _ranges(hits, counts)
+        seq_index, positions = packed_ranges(hits, counts)
         bs = self.block_size
         slots = table[seq_index, positions // bs] * bs + positions % bs
         return seq_index, positions, slots, table, counts, hits
@@ -422,92 +413,4 @@ class KVCacheManager:
         The mask_mod reads persistent buffers of this manager: a mask stays valid until the next
         build for other sequences (masks of one step, e.g. global and sliding-window, share them)."""
         seq_index, positions, _, table, counts, hits = self._layout(seq_ids)
-        n_q = len(positions)
-        q_len = n_q if q_len is None else q_len
-        if q_len < max(n_q, 1):
-            raise ValueError(f"q_len={q_len} is less than the {n_q} packed query tokens (and must be >= 1)")
-        self._fill_mask_buffers(seq_index, positions, table, q_len)
-        partial, full = self._kv_blocks(table, counts, hits, q_len, q_block_size, sliding_window)
-        q_seq, q_pos, owner_table, block_logical = self._q_seq, self._q_pos, self._table, self._block_logical
-        bs = self.block_size
-
-        def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
-            block = kv_idx // bs
-            logical_block = block_logical[block]
-            position = logical_block * bs + kv_idx % bs
-            visible = (owner_table[q_seq[q_idx], logical_block] == block) & (position <= q_pos[q_idx])
-            if sliding_window > 0:
-                visible = visible & (position > q_pos[q_idx] - sliding_window)
-            return visible
-
-        return BlockMask.from_kv_blocks(
-            *partial,
-            *full,
-            BLOCK_SIZE=(q_block_size, bs),
-            mask_mod=mask_mod,
-            seq_lengths=(q_len, self.num_slots),
-            compute_q_blocks=False,
-        )
-
-    def _fill_mask_buffers(self, seq_index: np.ndarray, positions: np.ndarray, table: np.ndarray, q_len: int) -> None:
-        """Per query: sequence row and position (-1 for padding); per sequence row: its block table;
-        per physical block: its logical index in the tables that hold it (a shared prefix block has the
-        same index in all of them; blocks in none get 0, which never matches)."""
-        n_q, (n_seqs, width) = len(positions), table.shape
-        if len(self._q_seq) < q_len:
-            size = 1 << (q_len - 1).bit_length()
-            self._q_seq, self._q_pos = (torch.zeros(size, dtype=torch.int32, device=self.device) for _ in range(2))
-        if self._table.shape[0] < n_seqs or self._table.shape[1] < width:
-            rows, cols = max(n_seqs, self._table.shape[0]), max(width, self._table.shape[1])
-            shape = (1 << (rows - 1).bit_length(), 1 << (cols - 1).bit_length())
-            self._table = torch.zeros(shape, dtype=torch.int32, device=self.device)
-        pad = q_len - n_q
-        self._q_seq[:q_len] = torch.from_numpy(np.pad(seq_index, (0, pad)).astype(np.int32))
-        self._q_pos[:q_len] = torch.from_numpy(np.pad(positions, (0, pad), constant_values=-1).astype(np.int32))
-        self._table[:n_seqs] = 0
-        self._table[:n_seqs, :width] = torch.from_numpy(table.astype(np.int32))
-        logical = np.zeros(self.num_blocks, dtype=np.int32)
-        rows, cols = np.nonzero(table)
-        logical[table[rows, cols]] = cols
-        self._block_logical.copy_(torch.from_numpy(logical))
-
-    def _kv_blocks(
-        self, table: np.ndarray, counts: np.ndarray, hits: np.ndarray, q_len: int, q_block: int, window: int
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """(kv_num_blocks, kv_indices) of the partial and of the full blocks, per q block.
-
-        Each q block is cut into segments, one per sequence it holds; a segment needs its sequence's
-        logical blocks from the window start of its first query to the block of its last query.
-        A kv block is full (mask_mod skipped) only in a q block held entirely by one sequence, when
-        every query of the block sees all of its slots; every other needed block is partial."""
-        bs, n_qb = self.block_size, -(-q_len // q_block)
-        offsets = np.cumsum(counts) - counts
-        first_qb = offsets // q_block
-        n_segments = np.where(counts > 0, (offsets + counts - 1) // q_block - first_qb + 1, 0)
-        seg_seq, seg_qb = _ranges(first_qb, n_segments)
-        row0 = np.maximum(offsets[seg_seq], seg_qb * q_block)
-        row1 = np.minimum(offsets[seg_seq] + counts[seg_seq], (seg_qb + 1) * q_block)
-        pmin = hits[seg_seq] + row0 - offsets[seg_seq]
-        pmax = pmin + row1 - row0 - 1
-        whole = (row0 == seg_qb * q_block) & (row1 == np.minimum((seg_qb + 1) * q_block, q_len))
-        lo = np.maximum(pmin - window + 1, 0) // bs if window > 0 else np.zeros_like(pmin)
-        seg, logical = _ranges(lo, pmax // bs - lo + 1)
-        physical = table[seg_seq[seg], logical]
-        full = whole[seg] & ((logical + 1) * bs - 1 <= pmin[seg])
-        if window > 0:
-            full &= logical * bs > pmax[seg] - window
-        # One entry per (q block, physical block): a block shared by two segments of a q block is partial.
-        keys, first = np.unique(seg_qb[seg] * self.num_blocks + physical, return_index=True)
-        full = full[first]
-
-        def ordered(keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-            rows, cols = keys // self.num_blocks, keys % self.num_blocks
-            num = np.bincount(rows, minlength=n_qb)
-            rank = np.arange(len(keys)) - (np.cumsum(num) - num)[rows]
-            compact = np.zeros((n_qb, max(int(num.max(initial=0)), 1)), dtype=np.int32)
-            compact[rows, rank] = cols
-            indices = torch.zeros(1, 1, n_qb, self.num_blocks, dtype=torch.int32, device=self.device)
-            indices[0, 0, :, : compact.shape[1]] = torch.from_numpy(compact)
-            return torch.from_numpy(num.astype(np.int32)).to(self.device)[None, None], indices
-
-        return ordered(keys[~full]), ordered(keys[full])
+        return self._masks.build(seq_index, positions, table, counts, hits, sliding_window, q_len, q_block_size)
