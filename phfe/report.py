@@ -1,6 +1,6 @@
 """``python -m phfe.report SWEEP_DIR [--out DIR]``: one report of a Hydra sweep's finished jobs.
 
-Prints the jobs and the metrics table, and writes ``sweep_report.md``, ``sweep_summary.csv`` and the plots
+Prints the jobs and the metrics tables, and writes ``sweep_report.md``, ``sweep_summary.csv`` and the plots
 into ``--out`` (default: the sweep directory). Exits with status 2 when the directory has no finished job.
 """
 
@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from phfe.eval.sweep import load_sweep, overview_table, sweep_table, unfinished_jobs, write_sweep_report
+from phfe.eval.sweep import load_sweep, overview_table, sweep_tables, unfinished_jobs, write_sweep_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = load_sweep(args.sweep)
     if not jobs:
         parser.error(f"{args.sweep}: no finished job (no results.json with status finished)")
-    print(f"{overview_table(jobs, unfinished_jobs(args.sweep))}\n\n{sweep_table(jobs)}\n")
+    print(f"{overview_table(jobs, unfinished_jobs(args.sweep))}\n\n{sweep_tables(jobs)}\n")
     for path in write_sweep_report(args.sweep, args.out).values():
         print(f"wrote {path}")
     return 0

@@ -20,6 +20,7 @@ from phfe.eval.sweep import (
     plot_default,
     plot_metric_vs_quantization,
     sweep_table,
+    sweep_tables,
     unfinished_jobs,
     write_sweep_report,
 )
@@ -156,19 +157,25 @@ def table_cells(table: str) -> dict[tuple[str, str, str], dict[str, str]]:
 
 
 def test_table_cells_are_the_summaries(sweep: Path) -> None:
-    cells = table_cells(sweep_table(load_sweep(sweep)))
-    assert list(cells) == [
+    jobs = load_sweep(sweep)
+    accuracy = table_cells(sweep_table(jobs, "accuracy"))
+    assert list(accuracy) == [
         (FACTS, "closed_book", "4"), (FACTS, "conflicting", "4"), ("flipped_labels", "flipped", "1"),
         ("flipped_labels", "flipped", "4"),
     ]  # fmt: skip
     rows = {(r["family"], r["condition"]): r for r in summarize(records_of("alpha", "q4_0")) if r["k"] == 4}
-    for metric, name in (("accuracy", "accuracy"), ("cfr", "CFR"), ("soft_memorization_ratio", "soft M_R")):
-        assert cells[(FACTS, "conflicting", "4")][f"alpha q4_0: {name}"] == _cell(rows[(FACTS, "conflicting")][metric])
-    conflicting = cells[(FACTS, "conflicting", "4")]
-    assert conflicting["alpha q4_0: accuracy"].startswith("0.50 [")  # i2, i3, i4 pick the in-context answer
-    assert conflicting["alpha q4_0: CFR"].startswith("0.67 [")  # and i5 ranks it above the memorized one
-    assert cells[(FACTS, "closed_book", "4")]["beta q8_0: CFR"] == "—"  # closed book teaches nothing
-    assert cells[(FACTS, "closed_book", "4")]["alpha q4_0: memorized"].startswith("0.50 [")  # i0 forgotten
+    for metric in ("accuracy", "cfr", "soft_memorization_ratio"):
+        cells = table_cells(sweep_table(jobs, metric))
+        assert cells[(FACTS, "conflicting", "4")]["alpha q4_0"] == _cell(rows[(FACTS, "conflicting")][metric])
+    assert accuracy[(FACTS, "conflicting", "4")]["alpha q4_0"].startswith("0.50 [")  # i2, i3, i4 pick the context
+    cfr = table_cells(sweep_table(jobs, "cfr"))
+    assert cfr[(FACTS, "conflicting", "4")]["alpha q4_0"].startswith("0.67 [")  # and i5 ranks it above memory
+    assert (FACTS, "closed_book", "4") not in cfr  # closed book teaches nothing: no row
+    memorized = table_cells(sweep_table(jobs, "memorized_rate"))
+    assert memorized[(FACTS, "closed_book", "4")]["alpha q4_0"].startswith("0.50 [")  # i0 forgotten
+    assert [line for line in sweep_tables(jobs).splitlines() if line.startswith("### ")] == [
+        "### accuracy", "### memorized", "### CFR", "### soft M_R",
+    ]  # fmt: skip
 
 
 def test_paired_comparisons_count_the_flips(sweep: Path) -> None:
@@ -248,7 +255,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_the_command_line(sweep: Path, tmp_path: Path) -> None:
     done = run_cli(str(sweep), "--out", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr
-    assert "| alpha q4_0 | alpha | q4_0 | paged |" in done.stdout and "alpha q4_0: CFR" in done.stdout
+    assert "| alpha q4_0 | alpha | q4_0 | paged |" in done.stdout and "### CFR" in done.stdout
     assert (tmp_path / "report" / "sweep_summary.csv").is_file()
     empty = tmp_path / "empty"
     (empty / "0").mkdir(parents=True)

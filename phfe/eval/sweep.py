@@ -193,19 +193,28 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def sweep_table(jobs: Sequence[Job], metrics: Sequence[str] = TABLE_METRICS) -> str:
-    """One markdown table: a row per (family, condition, k), a block of ``metrics`` columns per job (values
-    with 95% intervals; — where a metric does not apply or the job lacks the row)."""
+def sweep_table(jobs: Sequence[Job], metric: str) -> str:
+    """One metric as a markdown table: a row per (family, condition, k) where some job has it, a column per
+    job (values with 95% intervals; — where the metric does not apply or the job lacks the row)."""
+
+    def cell(job: Job, key: GroupKey) -> str:
+        return _cell(job.rows[key][metric]) if key in job.rows else "—"
+
     keys = sorted({key for job in jobs for key in job.rows})
-    header = [f"{job.label}: {NAMES.get(m, m)}" for job in jobs for m in metrics]
     lines = [
-        "| family | condition | k | " + " | ".join(header) + " |",
-        "|---|---|---|" + "---|" * len(header),
+        "| family | condition | k | " + " | ".join(job.label for job in jobs) + " |",
+        "|---|---|---|" + "---|" * len(jobs),
     ]
     for key in keys:
-        cells = [_cell(job.rows[key][m]) if key in job.rows else "—" for job in jobs for m in metrics]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+        cells = [cell(job, key) for job in jobs]
+        if any(c != "—" for c in cells):
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sweep_tables(jobs: Sequence[Job], metrics: Sequence[str] = TABLE_METRICS) -> str:
+    """A titled :func:`sweep_table` per metric."""
+    return "\n\n".join(f"### {NAMES.get(m, m)}\n\n{sweep_table(jobs, m)}" for m in metrics)
 
 
 def summary_rows(jobs: Sequence[Job], metrics: Sequence[str] = CSV_METRICS) -> list[dict[str, Any]]:
@@ -385,7 +394,7 @@ def write_sweep_report(path: str | os.PathLike[str], out: str | os.PathLike[str]
         f"# Sweep {path}",
         f"## Jobs\n\n{overview_table(jobs, unfinished_jobs(path))}",
         "## Metrics\n\nValues with 95% intervals (Wilson for rates, clustered bootstrap for soft M_R); — where a "
-        f"metric does not apply.\n\n{sweep_table(jobs)}",
+        f"metric does not apply.\n\n{sweep_tables(jobs)}",
     ]
     if plot is not None:
         sections.append(f"## Metrics against quantization\n\n![quantization]({plot.name})")
