@@ -116,6 +116,7 @@ def run_job(
 
     source = resolve_source(cfg.model.source)
     path = quantized_model(source, cfg.q.type.value, progress=cfg.progress)
+    log.info("model %s (%s), q=%s: %s", cfg.model.name, cfg.model.source, cfg.q.type.value, path)
     c = cfg.cache
     engine = Engine.from_gguf(
         path,
@@ -130,9 +131,20 @@ def run_job(
         cache_dtype=getattr(torch, c.dtype.value) if c.dtype else None,
     )
     loaded = time.perf_counter()
+    log.info(
+        "engine on %s (%s, attention %s) in %.1f s; KV cache of %d blocks of %d tokens",
+        device, dtype, engine.attention, loaded - started, engine.cache.num_blocks, engine.cache.block_size,
+    )  # fmt: skip
     probes = [p for seed in cfg.benchmark.seeds for p in suite_probes(families, seed, tutor)]
+    log.info("%d probes from %s, seeds %s", len(probes), ", ".join(f.name for f in families), list(cfg.benchmark.seeds))
     records = evaluate(engine, probes, records_path=run_dir / "records.jsonl", progress=cfg.progress)
     scored = time.perf_counter()
+    stats = engine.stats
+    log.info(
+        "scored %d requests in %.1f s (%.1f/s); %d of %d tokens computed, prefix-cache hit rate %.2f",
+        stats["requests"], scored - loaded, stats["requests"] / max(scored - loaded, 1e-9),
+        stats["tokens_computed"], stats["tokens_requested"], stats["hit_rate"],
+    )  # fmt: skip
 
     title = f"{cfg.model.name} q={cfg.q.type.value} cache={c.name} benchmark={cfg.benchmark.name}"
     plots = {k: v for k, v in write_report(records, run_dir, title=title).items() if v.suffix == ".png"}
@@ -155,28 +167,27 @@ def run_job(
             "path": str(path),
             "sha256": file_sha256(path),
         },
-        "cache": {"name": c.name},
-        "tokenizer": {"hash": metadata_key(header.metadata)},
-        "engine": {
-            "device": device,
-            "dtype": str(dtype),
-            "attention": engine.attention,
-            "num_blocks": engine.cache.num_blocks,
+        "cache": {
             **OmegaConf.to_container(c, resolve=True, enum_to_str=True),
+            "num_blocks": engine.cache.num_blocks,  # as resolved: from memory_gb when not set
+            "dtype": str(engine.cache.dtype),  # as resolved: the model's dtype when not set
         },
+        "tokenizer": {"hash": metadata_key(header.metadata)},
+        "engine": {"device": device, "dtype": str(dtype), "attention": engine.attention},
         "benchmark": OmegaConf.to_container(cfg.benchmark, resolve=True, enum_to_str=True),
         "versions": _versions(),
         "stats": {
-            **engine.stats,
+            **stats,
             "load_seconds": loaded - started,
             "score_seconds": scored - loaded,
             "probes": len(probes),
-            "requests_per_second": engine.stats["requests"] / max(scored - loaded, 1e-9),
+            "requests_per_second": stats["requests"] / max(scored - loaded, 1e-9),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         },
         "summary": summary,
     }
     _write_json(done, results)
+    log.info("wrote %s", done)
     print(f"\n{title}\n\n{summary_table(summary)}\n\n{run_dir}")
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tags = [f"model:{cfg.model.name}", f"q:{cfg.q.type.value}", f"cache:{c.name}", f"benchmark:{cfg.benchmark.name}"]

@@ -119,6 +119,10 @@ def test_a_tiny_job_end_to_end(workspace) -> None:
     assert results["status"] == "finished" and results["q"]["type"] == "source"
     assert results["model"]["architecture"] == "llama" and len(results["model"]["sha256"]) == 64
     assert results["stats"]["probes"] == len(read_records(run_dir / "records.jsonl")) > 0
+    assert results["engine"]["dtype"] == results["cache"]["dtype"] == "torch.float32"  # as resolved
+    assert results["cache"]["name"] == "default" and results["cache"]["num_blocks"] > 1
+    log = (run_dir / "run.log").read_text()
+    assert "probes from counterfactual_facts" in log and "prefix-cache hit rate" in log and "results.json" in log
     for name in ("summary.md", "summary.json", "conditions.png", ".hydra/config.yaml", "run.log"):
         assert (run_dir / name).exists(), name
     assert "| counterfactual_facts | conflicting |" in done.stdout  # the summary table ends the output
