@@ -45,6 +45,7 @@ class Attention(Enum):
     auto = "auto"
     sdpa = "sdpa"
     flex = "flex"
+    flex_compiled = "flex_compiled"
 
 
 class WandbMode(Enum):

@@ -81,6 +81,15 @@ def test_paged_scoring_equals_full_forward(tiny_path: Path, tmp_path: Path, conf
     assert_matches(engine.score_tokens(requests), reference_scores(engine.model, requests))
 
 
+def test_compiled_flex_attention_scores_the_same(tmp_path: Path) -> None:
+    """torch.compile'd flex_attention over padded query buckets (gemma 3: sliding-window and global masks)."""
+    path = write_tiny_model(tmp_path / "gemma3.gguf", TINY_MODELS["gemma3"])
+    engine = make_engine(path, tmp_path, attention="flex_compiled", max_batch_tokens=64)
+    requests = workload(engine.model.args.vocab_size)
+    assert_matches(engine.score_tokens(requests), reference_scores(engine.model, requests))
+    assert engine.stats["steps"] > 1  # several packed steps, padded to one query bucket
+
+
 def test_order_and_batch_company_do_not_change_scores(tiny_path: Path, tmp_path: Path) -> None:
     engine = make_engine(tiny_path, tmp_path)
     requests = workload(engine.model.args.vocab_size, seed=1)

@@ -2,7 +2,9 @@
 query tokens, each against its own sequence's block table.
 
 The mask_mod reads persistent index buffers (grown on demand, rewritten by each build), so that masks of one
-step, e.g. the global and the sliding-window one, share them and compiled kernels see stable shapes.
+step, e.g. the global and the sliding-window one, share them. For compiled kernels the shapes it reads depend
+only on ``q_len`` and on the widest block table so far, and the window is a tensor: one graph per query
+length bucket, shared by global and sliding-window layers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.nn.attention.flex_attention import BlockMask
+
+NO_WINDOW = 1 << 30  # the window of global attention: longer than any sequence
 
 
 def packed_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,17 +52,17 @@ class PagedMaskBuilder:
             raise ValueError(f"q_len={q_len} is less than the {n_q} packed query tokens (and must be >= 1)")
         self._fill_buffers(seq_index, positions, table, q_len)
         partial, full = self._kv_blocks(table, counts, hits, q_len, q_block_size, sliding_window)
-        q_seq, q_pos, owner_table, block_logical = self._q_seq, self._q_pos, self._table, self._block_logical
-        bs = self.block_size
+        q_seq, q_pos, owner_table = self._q_seq[:q_len], self._q_pos[:q_len], self._table[:q_len]
+        block_logical, bs = self._block_logical, self.block_size
+        window = torch.tensor(sliding_window if sliding_window > 0 else NO_WINDOW, device=self.device)
 
         def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
             block = kv_idx // bs
             logical_block = block_logical[block]
             position = logical_block * bs + kv_idx % bs
-            visible = (owner_table[q_seq[q_idx], logical_block] == block) & (position <= q_pos[q_idx])
-            if sliding_window > 0:
-                visible = visible & (position > q_pos[q_idx] - sliding_window)
-            return visible
+            query = q_pos[q_idx]
+            own = owner_table[q_seq[q_idx], logical_block] == block
+            return own & (position <= query) & (position > query - window)
 
         return BlockMask.from_kv_blocks(
             *partial,
@@ -77,8 +81,8 @@ class PagedMaskBuilder:
         if len(self._q_seq) < q_len:
             size = 1 << (q_len - 1).bit_length()
             self._q_seq, self._q_pos = (torch.zeros(size, dtype=torch.int32, device=self.device) for _ in range(2))
-        if self._table.shape[0] < n_seqs or self._table.shape[1] < width:
-            rows, cols = max(n_seqs, self._table.shape[0]), max(width, self._table.shape[1])
+        if self._table.shape[0] < q_len or self._table.shape[1] < width:  # a row per query at most
+            rows, cols = max(q_len, self._table.shape[0]), max(width, self._table.shape[1])
             shape = (1 << (rows - 1).bit_length(), 1 << (cols - 1).bit_length())
             self._table = torch.zeros(shape, dtype=torch.int32, device=self.device)
         pad = q_len - n_q

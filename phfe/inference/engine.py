@@ -50,7 +50,8 @@ class Engine(ScoringBackend):
     ):
         self.model, self.tokenizer, self.cache = model, tokenizer, cache
         self.max_batch_tokens = max_batch_tokens
-        # "auto" is the gather + SDPA backend everywhere until compiled flex_attention is measured on a GPU
+        # "auto" is gather + SDPA: 1.15-1.5x compiled flex_attention on the CPU (experiments/bench_attention.py);
+        # on CUDA too, until flex_compiled is measured there
         self.attention = "sdpa" if attention == "auto" else attention
         self._seq_ids = itertools.count()
         self._counts = {"requests": 0, "steps": 0, "forward_seconds": 0.0}

@@ -3,16 +3,19 @@
 Each layer first writes the step's new keys and values into the cache, then attends over the cache. Two
 backends compute the same thing:
 
-- ``flex``: flex_attention over every physical slot with the manager's BlockMask (compiled on CUDA, where
-  it reads only the blocks a query needs);
 - ``sdpa``: gathers each sequence's keys and values through its block table into a padded batch and runs
   ``scaled_dot_product_attention`` with a causal (and sliding-window) mask: no compilation, the fast path
-  on the CPU.
+  on the CPU (``experiments/bench_attention.py``);
+- ``flex_compiled``: ``torch.compile``d flex_attention over every physical slot with the manager's
+  BlockMask, reading only the blocks a query needs; the packed queries are padded to a power of two (at
+  least :data:`MIN_Q_BUCKET`) so that a run compiles once per bucket, not once per step;
+- ``flex``: the same flex_attention, eager (it materializes the scores against every slot: tiny shapes only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import functools
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +24,21 @@ from torch.nn.attention.flex_attention import flex_attention
 from phfe.inference.kv_cache import KVCacheManager
 from phfe.models.config import ModelArgs
 
-BACKENDS = ("sdpa", "flex")
+BACKENDS = ("sdpa", "flex", "flex_compiled")
+MIN_Q_BUCKET = 128  # one flex_attention query block
+
+
+def q_bucket(n_queries: int) -> int:
+    """The padded query length of the compiled kernel: the next power of two, at least MIN_Q_BUCKET."""
+    return max(MIN_Q_BUCKET, 1 << (n_queries - 1).bit_length())
+
+
+@functools.cache
+def compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """flex_attention compiled once per process, with static shapes: one graph per query bucket (and per
+    growth of the widest block table), so dynamo may keep more graphs than its default of 8."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(flex_attention, dynamic=False)
 
 
 class PagedAttention:
@@ -33,11 +50,15 @@ class PagedAttention:
         self.cache, self.args, self.backend = cache, args, backend
         self.slots = cache.get_slot_mapping(seq_ids)
         self.seq_index, self.positions = cache.query_layout(seq_ids)
-        if backend == "flex":
-            self._masks = {False: cache.build_causal_mask(seq_ids)}
+        if backend.startswith("flex"):
+            compiled = backend == "flex_compiled"
+            n_q = len(self.positions)
+            self.q_len = q_bucket(n_q) if compiled else n_q
+            self._masks = {False: cache.build_causal_mask(seq_ids, q_len=self.q_len)}
             if args.sliding_window:
-                self._masks[True] = cache.build_causal_mask(seq_ids, sliding_window=args.sliding_window)
-            self._flex = torch.compile(flex_attention) if self.slots.is_cuda else flex_attention
+                window = args.sliding_window
+                self._masks[True] = cache.build_causal_mask(seq_ids, sliding_window=window, q_len=self.q_len)
+            self._flex = compiled_flex_attention() if compiled else flex_attention
         else:
             self._prepare_gather(seq_ids)
 
@@ -70,15 +91,17 @@ class PagedAttention:
         self.cache.update_kv_cache(layer, k, v, self.slots)
         keys, values = self.cache.get_kv_cache(layer)
         local = not self.args.is_global(layer)
-        if self.backend == "flex":
-            return self._flex(
-                q,
+        if self.backend != "sdpa":
+            n_q = q.shape[2]
+            out = self._flex(
+                F.pad(q, (0, 0, 0, self.q_len - n_q)),  # padding queries see nothing and are cut off
                 keys.to(q.dtype),
                 values.to(q.dtype),
                 block_mask=self._masks[local],
                 scale=self.args.attn_scale,
                 enable_gqa=True,
             )
+            return out[:, :, :n_q]
         n_seqs, longest = self._shape
         heads = keys.shape[1]
         gathered_k = keys[0].index_select(1, self._key_slots).view(heads, n_seqs, longest, -1).transpose(0, 1)
