@@ -50,7 +50,7 @@ class Engine(ScoringBackend):
     ):
         self.model, self.tokenizer, self.cache = model, tokenizer, cache
         self.max_batch_tokens = max_batch_tokens
-        # "auto" is gather + SDPA: 1.15-1.5x compiled flex_attention on the CPU (experiments/bench_attention.py);
+        # "auto" is gather + SDPA: 1.03-1.5x compiled flex_attention on the CPU (bench_engine_options.py);
         # on CUDA too, until flex_compiled is measured there
         self.attention = "sdpa" if attention == "auto" else attention
         self._seq_ids = itertools.count()

@@ -5,7 +5,7 @@ backends compute the same thing:
 
 - ``sdpa``: gathers each sequence's keys and values through its block table into a padded batch and runs
   ``scaled_dot_product_attention`` with a causal (and sliding-window) mask: no compilation, the fast path
-  on the CPU (``experiments/bench_attention.py``);
+  on the CPU (``experiments/bench_engine_options.py``);
 - ``flex_compiled``: ``torch.compile``d flex_attention over every physical slot with the manager's
   BlockMask, reading only the blocks a query needs; the packed queries are padded to a power of two (at
   least :data:`MIN_Q_BUCKET`) so that a run compiles once per bucket, not once per step;
