@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from phfe.inference.backend import log_softmax_
+from phfe.inference.backend import row_scores, score_result
 from phfe.inference.engine import Engine
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager
 from phfe.inference.transformers_backend import TransformersEngine
@@ -219,9 +219,15 @@ def test_distribution_statistics_for_min_k_plus_plus(tiny_path: Path, tmp_path: 
     assert engine.score_tokens([(context, continuation)])[0].token_means == ()
 
 
-def test_in_place_log_softmax_matches_torch_across_chunks() -> None:
-    logits = torch.randn(2, 37, 1000, generator=torch.Generator().manual_seed(0)) * 8
-    expected = logits.log_softmax(-1)
-    result = log_softmax_(logits, chunk_rows=5)
-    assert result.data_ptr() == logits.data_ptr()
-    assert torch.allclose(result, expected, atol=1e-5, rtol=0)
+def test_row_scores_match_a_plain_log_softmax() -> None:
+    logits = torch.randn(37, 1000, generator=torch.Generator().manual_seed(0)) * 8
+    targets = torch.randint(0, 1000, (37,), generator=torch.Generator().manual_seed(1))
+    targets[:5] = logits[:5].argmax(-1)
+    logprobs = logits.log_softmax(-1).double()
+    rows = row_scores(logits.clone(), targets, distribution=True)
+    assert torch.allclose(rows[:, 0].double(), logprobs.gather(-1, targets[:, None])[:, 0], atol=1e-5)
+    assert rows[:5, 1].all() and score_result(rows[:5]).is_greedy and not score_result(rows).is_greedy
+    means = (logprobs.exp() * logprobs).sum(-1)
+    assert torch.allclose(rows[:, 2].double(), means, atol=1e-4)
+    result = score_result(rows, distribution=True)
+    assert result.token_means == tuple(rows[:, 2].tolist()) and score_result(rows).token_means == ()

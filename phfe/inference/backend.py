@@ -6,6 +6,7 @@ text-level methods, tokenized the same way for all backends, come from here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,24 +89,30 @@ class ScoringBackend:
         return bool(stop) and any(s in self.tokenizer.decode(generated) for s in stop)
 
 
+SCORE_CHUNK_ROWS = 256  # rows x vocabulary logits at a time (256 x 262,144 float32 = 268 MB for gemma 3)
+
+
 @torch.inference_mode()
-def log_softmax_(logits: torch.Tensor, chunk_rows: int = 256) -> torch.Tensor:
-    """``logits.log_softmax(-1)`` in place, ``chunk_rows`` rows at a time: a step's rows x vocabulary logits
-    (2048 x 262,144 float32 = 2.1 GB for gemma 3) are not copied whole."""
-    for chunk in logits.view(-1, logits.shape[-1]).split(chunk_rows):
-        chunk.sub_(chunk.logsumexp(-1, keepdim=True))
-    return logits
+def row_scores(logits: torch.Tensor, targets: torch.Tensor, distribution: bool = False) -> torch.Tensor:
+    """Per row of ``logits`` (rows, vocab; normalized in place when float32) and its target token: a (rows, 4)
+    float tensor of the target's log-probability, 1.0 where the target is the argmax, and, with
+    ``distribution``, the mean and standard deviation of log p under the row's distribution (else 0)."""
+    logprobs = logits.float()
+    logprobs -= logprobs.logsumexp(-1, keepdim=True)
+    out = torch.zeros(len(targets), 4, device=logprobs.device)
+    out[:, 0] = logprobs.gather(-1, targets[:, None])[:, 0]
+    out[:, 1] = (logprobs.argmax(-1) == targets).float()
+    if distribution:
+        probs = logprobs.exp()
+        out[:, 2] = (probs * logprobs).sum(-1)
+        out[:, 3] = ((probs * logprobs.square()).sum(-1) - out[:, 2].square()).clamp_min(0).sqrt()
+    return out
 
 
-def score_rows(logprobs: torch.Tensor, targets: torch.Tensor, distribution: bool) -> ScoreResult:
-    """A :class:`ScoreResult` from the log-softmax rows that predict ``targets`` (one row per target)."""
-    token_lps = logprobs.gather(-1, targets[:, None])[:, 0]
-    greedy = bool((logprobs.argmax(-1) == targets).all())
+def score_result(rows: torch.Tensor, distribution: bool = False) -> ScoreResult:
+    """The :class:`ScoreResult` of one continuation from its :func:`row_scores` rows."""
+    token_lps = rows[:, 0].double()
+    result = ScoreResult(float(token_lps.sum()), tuple(token_lps.tolist()), bool(rows[:, 1].all()))
     if not distribution:
-        return ScoreResult(float(token_lps.sum()), tuple(token_lps.tolist()), greedy)
-    probs = logprobs.exp()
-    means = (probs * logprobs).sum(-1)
-    stds = ((probs * logprobs.square()).sum(-1) - means.square()).clamp_min(0).sqrt()
-    return ScoreResult(
-        float(token_lps.sum()), tuple(token_lps.tolist()), greedy, tuple(means.tolist()), tuple(stds.tolist())
-    )
+        return result
+    return dataclasses.replace(result, token_means=tuple(rows[:, 2].tolist()), token_stds=tuple(rows[:, 3].tolist()))

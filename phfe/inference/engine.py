@@ -11,13 +11,13 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from phfe.inference.backend import ScoreResult, ScoringBackend, log_softmax_, score_rows
+from phfe.inference.backend import SCORE_CHUNK_ROWS, ScoreResult, ScoringBackend, row_scores, score_result
 from phfe.inference.kv_cache import CacheFullError, KVCacheManager, blocks_for_budget
 from phfe.inference.paged_attention import PagedAttention
 from phfe.models.build import build_model
@@ -143,27 +143,37 @@ class Engine(ScoringBackend):
             start = self.cache.num_cached_tokens(r.seq_id)
             rows.append(torch.arange(r.n_context - 1, len(r.tokens) - 1) - start + offset)
             offset += len(r.tokens) - start
-        logprobs = log_softmax_(self._forward(seq_ids, torch.cat(rows)))
+        targets = torch.tensor([t for r in step for t in r.tokens[r.n_context :]], device=self.cache.device)
+
+        def scores(hidden: torch.Tensor) -> torch.Tensor:  # the output projection a chunk of rows at a time
+            chunks = zip(hidden.split(SCORE_CHUNK_ROWS), targets.split(SCORE_CHUNK_ROWS), strict=True)
+            return torch.cat([row_scores(self.model.project(h), t, distribution) for h, t in chunks]).cpu()
+
+        per_row = self._forward(seq_ids, torch.cat(rows), scores)
         results, row = [], 0
         for r in step:
-            targets = torch.tensor(r.tokens[r.n_context :], device=logprobs.device)
-            results.append(score_rows(logprobs[row : row + len(targets)], targets, distribution))
-            row += len(targets)
+            n = len(r.tokens) - r.n_context
+            results.append(score_result(per_row[row : row + n], distribution))
+            row += n
         for seq_id in seq_ids:
             self.cache.commit(seq_id)
             self.cache.free_sequence(seq_id)
         return results
 
-    def _forward(self, seq_ids: list[int], logits_rows: torch.Tensor) -> torch.Tensor:
-        """One packed forward pass over the sequences' tokens still to compute: float32 logits of the rows."""
+    def _forward(
+        self, seq_ids: list[int], rows: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """One packed forward pass over the sequences' tokens still to compute: ``head`` of the final hidden
+        states of ``rows``."""
         started = time.perf_counter()
         attend = PagedAttention(self.cache, seq_ids, self.model.args, self.attention)
         tokens = torch.tensor([t for s in seq_ids for t in self.cache.tokens_to_compute(s)], device=self.cache.device)
         with torch.inference_mode():
-            logits = self.model(tokens[None], attend.positions[None], attend, logits_rows.to(tokens.device))
+            hidden = self.model.hidden_states(tokens[None], attend.positions[None], attend, rows.to(tokens.device))
+            out = head(hidden[0])
         self._counts["steps"] += 1
         self._counts["forward_seconds"] += time.perf_counter() - started
-        return logits[0].float()
+        return out
 
     # ---------------------------------------------------------------- generation
     def generate_tokens(
@@ -180,7 +190,7 @@ class Engine(ScoringBackend):
             last_rows = (
                 torch.tensor(list(itertools.accumulate(len(self.cache.tokens_to_compute(s)) for s in seq_ids))) - 1
             )
-            next_tokens = self._forward(seq_ids, last_rows).argmax(-1).tolist()
+            next_tokens = self._forward(seq_ids, last_rows, lambda h: self.model.project(h).argmax(-1)).tolist()
             for i, token in zip(step, next_tokens, strict=True):
                 self.cache.commit(running[i])
                 if token != eos:

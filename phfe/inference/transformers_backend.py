@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from phfe.inference.backend import ScoreResult, ScoringBackend, score_rows
+from phfe.inference.backend import ScoreResult, ScoringBackend, row_scores, score_result
 from phfe.inference.sources import resolve_source
 from phfe.models.tokenizer import GGUFTokenizer, load_tokenizer
 
@@ -60,11 +60,10 @@ class TransformersEngine(ScoringBackend):
                 mask[row, : len(sequence)] = 1
             with torch.inference_mode():
                 logits = self.model(tokens.to(self.device), attention_mask=mask.to(self.device)).logits
-            logprobs = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(batch):
-                n_context, continuation = len(requests[i][0]), torch.tensor(list(requests[i][1]))
-                rows = logprobs[row, n_context - 1 : n_context - 1 + len(continuation)]
-                results[i] = score_rows(rows, continuation, distribution)
+                n_context, continuation = len(requests[i][0]), torch.tensor(list(requests[i][1]), device=self.device)
+                rows = logits[row, n_context - 1 : n_context - 1 + len(continuation)]
+                results[i] = score_result(row_scores(rows, continuation, distribution).cpu(), distribution)
         return results  # type: ignore[return-value]
 
     def generate_tokens(

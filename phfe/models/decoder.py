@@ -155,6 +155,16 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, T, vocab) of ``tokens`` (B, T); with ``logits_rows``, only of those token indices
         (B, len(rows), vocab), which spares the output projection for tokens whose prediction is unused."""
+        return self.project(self.hidden_states(tokens, positions, attend, logits_rows))
+
+    def hidden_states(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attend: AttentionFn | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final (normed) hidden states (B, T, dim) of ``tokens``, or of the token indices ``rows``."""
         if positions is None:
             positions = torch.arange(tokens.shape[-1], device=tokens.device).expand_as(tokens)
         attend = attend or CausalAttention(self.args)
@@ -169,8 +179,10 @@ class Decoder(nn.Module):
                 rotary = Rotary(self.args, *key, factors)
                 rotaries[key] = rotary, rotary.angles(positions)
             x = block(x, *rotaries[key], attend)
-        if logits_rows is not None:
-            x = x[:, logits_rows]
-        x = self.output_norm(x)
-        weight = self.token_embd.weight if self.args.tied_output else self.output.weight
-        return F.linear(x, weight)
+        if rows is not None:
+            x = x[:, rows]
+        return self.output_norm(x)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of final hidden states: the output projection (the token embedding when tied)."""
+        return F.linear(hidden, self.token_embd.weight if self.args.tied_output else self.output.weight)
