@@ -12,17 +12,15 @@ query's scores against every cache slot and is meant for tiny test shapes.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from bench_scoring import workload
-from report import emit, header
+from report import emit, header, script_parser
 
-from phfe.inference import KNOWN_SOURCES, Engine, ScoreResult, resolve_source
+from phfe.inference import Engine, ScoreResult, resolve_source
 from phfe.inference.kv_cache import KVCacheManager
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -34,7 +32,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
 
 def fresh_cache(cache: KVCacheManager) -> KVCacheManager:
     return KVCacheManager(
-        cache.num_blocks, cache.block_size, cache.num_layers, cache.num_heads, cache.head_dim, dtype=cache.dtype
+        cache.num_blocks, cache.block_size, cache.num_layers, cache.num_heads, cache.head_dim, cache.device, cache.dtype
     )
 
 
@@ -75,9 +73,7 @@ def bench(model: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(KNOWN_SOURCES))
-    parser.add_argument("--out", type=Path)
+    parser = script_parser(__doc__)
     args = parser.parse_args()
     rows = [row for model in args.models for row in bench(model)]
     emit(

@@ -13,7 +13,6 @@ Measures (median of repeated warm runs; the machine's noise shows in min..max):
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -21,9 +20,9 @@ from pathlib import Path
 
 import torch
 from gguf import GGUFReader, quants
-from report import emit, header
+from report import emit, header, script_parser
 
-from phfe.inference import KNOWN_SOURCES, inspect_gguf, resolve_source, tensor_loading_context
+from phfe.inference import inspect_gguf, resolve_source, tensor_loading_context
 from phfe.inference.dequant import dequantize
 
 FILL_ELEMENTS = 1 << 26
@@ -170,10 +169,8 @@ def report(results: list[dict[str, object]], fills: tuple[float, float], cuda: l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(KNOWN_SOURCES))
+    parser = script_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", type=Path, help="also write the report to this file")
     args = parser.parse_args()
 
     paths = {name: resolve_source(name) for name in args.models}

@@ -9,7 +9,6 @@ timed both on its first build (cache cleared) and from its cache.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from report import emit, header
+from report import emit, header, script_parser
 
-from phfe.inference import KNOWN_SOURCES, inspect_gguf, resolve_source
+from phfe.inference import inspect_gguf, resolve_source
 
 JOB = """
 import json, resource, sys, time
@@ -60,9 +59,7 @@ def run_job(name: str, path: Path, cache: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(KNOWN_SOURCES))
-    parser.add_argument("--out", type=Path)
+    parser = script_parser(__doc__)
     args = parser.parse_args()
 
     rows = []

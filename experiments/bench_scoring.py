@@ -12,7 +12,6 @@ common prefix (requests sorted so neighbours share the most).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -21,9 +20,9 @@ import time
 from pathlib import Path
 
 import torch
-from report import emit, header
+from report import emit, header, script_parser
 
-from phfe.inference import KNOWN_SOURCES, Engine, TransformersEngine, resolve_source
+from phfe.inference import Engine, TransformersEngine, resolve_source
 
 CAPITALS = [
     ("France", "Paris"),
@@ -177,10 +176,8 @@ def bench(model: str, llama_python: str | None) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(KNOWN_SOURCES))
+    parser = script_parser(__doc__)
     parser.add_argument("--llama-python", help="a Python interpreter with llama-cpp-python installed")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = [row for model in args.models for row in bench(model, args.llama_python)]

@@ -9,11 +9,10 @@ each condition, how often the winner is the true (memorized) answer and how ofte
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from report import emit, header
+from report import emit, header, script_parser
 
 from phfe.data.suite import default_suite, suite_probes
 from phfe.data.verbatim import famous_texts
@@ -21,7 +20,7 @@ from phfe.eval.evaluator import evaluate
 from phfe.eval.memorization import memorization_report
 from phfe.eval.metrics import summarize
 from phfe.eval.report import summary_table, write_report
-from phfe.inference import KNOWN_SOURCES, Engine
+from phfe.inference import Engine
 from phfe.tutors import DemonstrationTutor
 
 
@@ -59,9 +58,7 @@ def run(model: str, out: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(KNOWN_SOURCES))
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/first_results"))
+    parser = script_parser(__doc__, out=Path("experiments/results/first_results"))
     args = parser.parse_args()
     lines = header("PHFE first results: the default suite on the real models")
     for model in args.models:

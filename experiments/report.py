@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -10,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+
+from phfe.inference import KNOWN_SOURCES
 
 
 def cpu_name() -> str:
@@ -22,6 +25,14 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "not installed"
+
+
+def script_parser(doc: str, out: Path | None = None) -> argparse.ArgumentParser:
+    """The arguments every script takes: ``--models`` (known sources, default all) and ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(KNOWN_SOURCES))
+    parser.add_argument("--out", type=Path, default=out, help="also write the report here")
+    return parser
 
 
 def header(title: str, packages: tuple[str, ...] = ("torch", "gguf", "transformers")) -> list[str]:
