@@ -132,8 +132,8 @@ def run_job(
     )
     loaded = time.perf_counter()
     log.info(
-        "engine on %s (%s, attention %s) in %.1f s; KV cache of %d blocks of %d tokens",
-        device, dtype, engine.attention, loaded - started, engine.cache.num_blocks, engine.cache.block_size,
+        "file and engine ready in %.1f s: %s, %s, attention %s; KV cache of %d blocks of %d tokens",
+        loaded - started, device, dtype, engine.attention, engine.cache.num_blocks, engine.cache.block_size,
     )  # fmt: skip
     probes = [p for seed in cfg.benchmark.seeds for p in suite_probes(families, seed, tutor)]
     log.info("%d probes from %s, seeds %s", len(probes), ", ".join(f.name for f in families), list(cfg.benchmark.seeds))

@@ -87,7 +87,7 @@ def test_compiled_flex_attention_scores_the_same(tmp_path: Path) -> None:
     engine = make_engine(path, tmp_path, attention="flex_compiled", max_batch_tokens=64)
     requests = workload(engine.model.args.vocab_size)
     assert_matches(engine.score_tokens(requests), reference_scores(engine.model, requests))
-    assert engine.stats["steps"] > 1  # several packed steps, padded to one query bucket
+    assert engine.stats["steps"] > 1  # several packed steps, each padded to its query bucket
 
 
 def test_order_and_batch_company_do_not_change_scores(tiny_path: Path, tmp_path: Path) -> None:
